@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# Every test of mcal: notebooks and module in sync, README in sync, notebook tests, pytest suites.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+echo "== nbdev-export leaves mcal/ unchanged"
+before=$(git status --porcelain -- mcal nbs 2>/dev/null || true)
+nbdev-export
+after=$(git status --porcelain -- mcal nbs 2>/dev/null || true)
+if [ "$before" != "$after" ]; then echo "nbdev-export changed mcal/: export the notebooks and commit"; git status --porcelain -- mcal; exit 1; fi
+python .ci/readme.py --check
+echo "== nbdev-test"
+time nbdev-test --n-workers 2
+echo "== pytest"
+python -m pytest tests -p no:cacheprovider -q
