@@ -256,7 +256,9 @@ def _mask_geometry(full:Path, mask:Path):
     "Bounding box of the mask file whose size matches the full image (handles swapped crop/mask files)."
     import pydicom
     from mcal.roi import read_mask
-    shape = lambda f: (int(pydicom.dcmread(f, stop_before_pixels=True).Rows), int(pydicom.dcmread(f, stop_before_pixels=True).Columns))
+    def shape(f):
+        ds = pydicom.dcmread(f, stop_before_pixels=True)
+        return int(ds.Rows), int(ds.Columns)
     target = shape(full)
     for cand in [mask, *sorted(p for p in mask.parent.glob('*.dcm') if p != mask)]:
         if shape(cand) == target:

@@ -91,11 +91,10 @@ def delong_unpaired(labels_a, scores_a, labels_b, scores_b) -> dict:
 # %% ../nbs/07_metrics.ipynb #c016
 def roc_points(labels, scores) -> pd.DataFrame:
     "The empirical ROC: one row per distinct threshold (predict malignant when score ≥ threshold)."
+    from sklearn.metrics import roc_curve
     y, s = _check(labels, scores)
-    thr = np.unique(s)[::-1]
-    P, N = y.sum(), (1 - y).sum()
-    tp = np.array([(s[y == 1] >= t).sum() for t in thr]); fp = np.array([(s[y == 0] >= t).sum() for t in thr])
-    return pd.DataFrame(dict(threshold=np.r_[np.inf, thr], tpr=np.r_[0, tp / P], fpr=np.r_[0, fp / N]))
+    fpr, tpr, thr = roc_curve(y, s, drop_intermediate=False)
+    return pd.DataFrame(dict(threshold=thr, tpr=tpr, fpr=fpr))
 
 # %% ../nbs/07_metrics.ipynb #c019
 def binary_metrics(labels, scores, threshold:float) -> dict:
