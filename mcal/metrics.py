@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 from .core import *
-from .datasets import normalise_birads
+from .datasets import normalise_birads, normalise_label
 
 # %% auto #0
 __all__ = ['BIRADS_SCORE', 'BIOPSY_THRESHOLD', 'as_binary', 'placements', 'auc', 'delong_variance', 'auc_ci', 'delong_paired',
@@ -23,9 +23,10 @@ __all__ = ['BIRADS_SCORE', 'BIOPSY_THRESHOLD', 'as_binary', 'placements', 'auc',
 def as_binary(labels) -> np.ndarray:
     "Labels as 0/1 (1 = malignant); accepts 0/1, booleans or benign/malignant words."
     arr = np.asarray(labels)
-    if arr.dtype.kind in 'OUS': arr = np.array([1 if str(v).lower() in ('malignant', 'm', '1', 'cancer') else 0 if str(v).lower() in ('benign', 'b', '0') else -1 for v in arr])
-    arr = arr.astype(float)
-    if not np.isin(arr, (0, 1)).all(): raise MCalError(f'labels must be 0/1 or benign/malignant; found {sorted(set(np.asarray(labels).tolist()) )[:5]}')
+    if arr.dtype.kind in 'OUS':
+        try: return np.array([normalise_label(v) == 'malignant' for v in arr], dtype=int)
+        except LabelError as e: raise MCalError(f'labels must be 0/1 or benign/malignant: {e}') from None
+    if not np.isin(arr, (0, 1)).all(): raise MCalError(f'labels must be 0/1 or benign/malignant; found {sorted(set(arr.tolist()))[:5]}')
     return arr.astype(int)
 
 def _check(labels, scores):
