@@ -1,4 +1,4 @@
-"""`mcal demo` runs the pipeline on a study folder and writes a report; `mcal synth` writes a synthetic study.
+"""`mcal demo` runs the whole method on a study folder (ingest → stage 1 → stage 2 ensemble → metrics → Grad-CAM) and writes a report; `mcal predict` applies a saved model to new ROIs; `mcal synth` writes a synthetic study.
 
 Docs: https://mcal-dev.github.io/mcal/cli.html.md"""
 
@@ -12,11 +12,12 @@ import numpy as np
 import pandas as pd
 from .core import *
 from .datasets import load_csv, usable, issues
-from .data import build_patches, load_patch
+from .data import build_patches, load_patch, paper_split, grouped_cv, patch_dataloaders
 from .roi import DEFAULT_FIELD_OF_VIEW_MM, DEFAULT_PATCH_SIZE
 
 # %% auto #0
-__all__ = ['contact_sheet', 'default_study', 'demo', 'main']
+__all__ = ['contact_sheet', 'default_study', 'ingest', 'whole_image_task', 'train_study', 'write_cams', 'demo', 'model_members',
+           'predict_study', 'main']
 
 # %% ../nbs/11_cli.ipynb #c005
 def contact_sheet(table:pd.DataFrame,  # rows with `patch_path`, `roi_id`, `label`
@@ -39,58 +40,247 @@ def contact_sheet(table:pd.DataFrame,  # rows with `patch_path`, `roi_id`, `labe
 # %% ../nbs/11_cli.ipynb #c006
 def default_study() -> Path:
     "The `data_samples/` folder of a source checkout, else a freshly generated copy in ~/.cache/mcal."
-    for p in [Path.cwd(), *Path.cwd().parents, Path(__file__).resolve().parent.parent]:
+    module_root = [Path(__file__).resolve().parent.parent] if '__file__' in globals() else []   # not defined in a notebook
+    for p in [Path.cwd(), *Path.cwd().parents, *module_root]:
         if (p / 'data_samples' / 'labels.csv').exists(): return p / 'data_samples'
     from mcal.synth import make_study
     out = Path.home() / '.cache' / 'mcal' / 'data_samples'
     if not (out / 'labels.csv').exists(): make_study(out)
     return out
 
-def demo(data=None,                 # study folder with labels.csv (default: data_samples/)
-         out='mcal_report',         # report folder
-         field_of_view_mm=DEFAULT_FIELD_OF_VIEW_MM, size=DEFAULT_PATCH_SIZE,
-         progress=True) -> Path:
-    "Ingest a study, cut its ROI patches and write the report folder; returns the folder."
-    t0 = time.time()
-    data = Path(data) if data else default_study()
+def ingest(data, out, field_of_view_mm=DEFAULT_FIELD_OF_VIEW_MM, size=DEFAULT_PATCH_SIZE, progress=True):
+    "Validate `data/labels.csv`, cut the patches into `out/cache`; (table, patches, skipped), with rois/skipped CSVs and a contact sheet."
     out = Path(out); out.mkdir(parents=True, exist_ok=True)
-    table = load_csv(data / 'labels.csv')
-    good = usable(table)
-    res = build_patches(good, out / 'cache', field_of_view_mm=field_of_view_mm, size=size, progress=progress)
-    patches = res.table
+    table = load_csv(Path(data) / 'labels.csv')
+    res = build_patches(usable(table), out / 'cache', field_of_view_mm=field_of_view_mm, size=size, progress=progress)
     skipped = pd.concat([issues(table).rename(columns={'roi_id': 'item', 'issue': 'reason'}).assign(error='table')[['item', 'error', 'reason']],
                          res.skipped], ignore_index=True)
-    table.merge(patches[['roi_id', 'patch_path']], on='roi_id', how='left').to_csv(out / 'rois.csv', index=False)
+    table.merge(res.table[['roi_id', 'patch_path']], on='roi_id', how='left').to_csv(out / 'rois.csv', index=False)
     skipped.to_csv(out / 'skipped.csv', index=False)
-    contact_sheet(patches, out / 'contact_sheet.png')
+    contact_sheet(res.table, out / 'contact_sheet.png')
+    return table, res.table, skipped
+
+# %% ../nbs/11_cli.ipynb #c008
+def whole_image_task(table:pd.DataFrame, patients) -> pd.DataFrame:
+    "One row per image of `patients`: the whole image, labelled cancer if any of its ROIs is malignant."
+    t = table[table.patient_id.isin(set(patients))]
+    rows = t.groupby('image_path', sort=True).agg(patient_id=('patient_id', 'first'), malignant=('label', lambda s: (s == 'malignant').any()))
+    rows = rows.reset_index().assign(roi_shape='image', label=lambda d: np.where(d.malignant, 'cancer', 'no cancer'))
+    rows['roi_id'] = [f'{Path(p).stem}-whole' for p in rows.image_path]
+    return rows.drop(columns='malignant')
+
+def _roc_png(labels, probs, reader_birads, path, title):
+    import matplotlib; import matplotlib.pyplot as plt
+    from mcal.metrics import roc_points, auc_ci, birads_score, BIRADS_SCORE, binary_metrics, as_binary
+    y = as_binary(labels); pts = roc_points(y, probs); a, lo, hi = auc_ci(y, probs)
+    fig, ax = plt.subplots(figsize=(4.5, 4.5))
+    ax.step(pts.fpr, pts.tpr, where='post', label=f'model AUC {a:.2f} [{lo:.2f}, {hi:.2f}], N={len(y)}')
+    r = birads_score(reader_birads); k = np.isfinite(r)
+    if k.sum() and 0 < y[k].sum() < k.sum():
+        ms = [binary_metrics(y[k], r[k], v) for c, v in BIRADS_SCORE.items() if c != '4' and v > r[k].min()]
+        ax.plot([1 - m['specificity'] for m in ms], [m['sensitivity'] for m in ms], 'o-', label='reader BI-RADS thresholds')
+    ax.plot([0, 1], [0, 1], ':', color='grey'); ax.set_xlabel('1 − specificity'); ax.set_ylabel('sensitivity')
+    ax.set_title(title, fontsize=9); ax.legend(fontsize=7, loc='lower right')
+    fig.tight_layout(); tmp = Path(path).with_suffix('.tmp.png'); fig.savefig(tmp, dpi=90); plt.close(fig); tmp.replace(path)
+
+def train_study(patches:pd.DataFrame,   # patch table (from `build_patches`)
+                out,                    # report folder: models/, predictions.csv, results.csv, roc.*, gradcam/
+                backbone='tf_efficientnet_lite0', weights='imagenet',
+                n_splits=3, epochs=8, frozen_epochs=2, stage1_epochs=3, lr=1e-3, bs=16, seed=0,
+                cams=True, progress=True) -> dict:
+    "Paper split, stage 1 on training patients' whole images, stage-2 CV ensemble, test metrics, ROC and Grad-CAM."
+    from mcal.learner import stage1, get_backbone
+    from mcal.ensemble import cross_validate
+    from mcal.metrics import results_table, roc_figure, auc_ci
+    out = Path(out); (out / 'models').mkdir(parents=True, exist_ok=True)
+    say = print if progress else (lambda *a, **k: None)
+    split = paper_split(patches, seed=seed)
+    train, test = patches[split == 'train'].reset_index(drop=True), patches[split == 'test'].reset_index(drop=True)
+    inter = whole_image_task(patches, train.patient_id)
+    size = int(load_patch(patches.patch_path.iloc[0])[0].shape[0])
+    inter = build_patches(inter, out / 'cache', size=size, progress=False).table
+    _, _, _, va = grouped_cv(inter, n_splits=min(4, inter.patient_id.nunique()), seed=seed, label_col='label')[0]
+    t0 = time.time()
+    dls = patch_dataloaders(inter, va, bs=bs, vocab=['no cancer', 'cancer'], stats=get_backbone(backbone).stats, seed=seed)
+    import warnings
+    with warnings.catch_warnings():
+        warnings.simplefilter('ignore')
+        s1 = stage1(dls, out / 'models' / 'stage1', backbone, weights, epochs=stage1_epochs, lr=2 * lr, frozen_epochs=1, seed=seed)
+    say(f'stage 1: {backbone} ({weights}) → {len(inter)} whole images of {inter.patient_id.nunique()} training patients, {time.time() - t0:.0f} s')
+    t0 = time.time()
+    res = cross_validate(train, out / 'models' / 'members', n_splits=n_splits, test=test, stage1=s1, epochs=epochs,
+                         frozen_epochs=frozen_epochs, lr=lr, bs=bs, seed=seed, progress=False)
+    say(f'stage 2: {len(res["members"])} members on {len(train)} training ROIs, {time.time() - t0:.0f} s')
+    preds = pd.concat([res['oof'].assign(set='cv'), res['test'].assign(set='test')], ignore_index=True)
+    preds = preds.merge(patches[['roi_id', 'patch_path']], on='roi_id', how='left')
+    preds.to_csv(out / 'predictions.csv', index=False)
+    tst = res['test']
+    results = results_table(tst.label, tst.prob, tst.birads, patient_ids=tst.patient_id, threshold=0.5, n_boot=500)
+    results.to_csv(out / 'results.csv', index=False)
+    cv_auc = auc_ci(res['oof'].label, res['oof'].prob)
+    roc_figure(tst.label, tst.prob, tst.birads, threshold=0.5, title=f'held-out test ROIs (N={len(tst)})').write_html(out / 'roc.html', include_plotlyjs=True)
+    _roc_png(tst.label, tst.prob, tst.birads, out / 'roc.png', f'held-out test ROIs, ensemble of {len(res["members"])}')
+    if cams: write_cams(res['members'], tst.merge(patches[['roi_id', 'patch_path']], on='roi_id'), out / 'gradcam')
+    return dict(train=train, test=test, oof=res['oof'], predictions=preds, results=results, cv_auc=cv_auc, members=res['members'], stage1=s1)
+
+def write_cams(members, table:pd.DataFrame, folder, method='gradcam') -> list[Path]:
+    "Ensemble Grad-CAM (mean over members) overlay PNG per row of `table`, named by roi_id."
+    from mcal.learner import load_model
+    from mcal.gradcam import explain_rows, save_cam_png
+    folder = Path(folder); folder.mkdir(parents=True, exist_ok=True)
+    if not len(table): return []
+    maps = []
+    for m in members:
+        model, cfg = load_model(m)
+        patches, masks, cams = explain_rows(table, model, cfg['stats'], method)
+        maps.append(cams)
+    cams = np.mean(maps, axis=0)
+    probs = table['prob'] if 'prob' in table else [np.nan] * len(table)
+    return [save_cam_png(folder / f'{r.roi_id}.png', p, c, m, title=f'{r.roi_id}: {r.label}, p={pr:.2f}')
+            for r, p, c, m, pr in zip(table.itertuples(), patches, cams, masks, probs)]
+
+# %% ../nbs/11_cli.ipynb #c010
+def demo(data=None,                 # study folder with labels.csv (default: data_samples/)
+         out='mcal_report',         # report folder
+         field_of_view_mm=DEFAULT_FIELD_OF_VIEW_MM,
+         size=128,                  # patch side in pixels (the demo's default is small, for speed)
+         train=True,                # run the two stages; False only ingests
+         backbone='tf_efficientnet_lite0', weights='imagenet', epochs=8, n_splits=3,
+         progress=True) -> Path:
+    "Run the method on a study folder and write the report folder; returns the folder."
+    t0 = time.time()
+    data = Path(data) if data else default_study()
+    out = Path(out)
+    table, patches, skipped = ingest(data, out, field_of_view_mm, size, progress)
     synthetic = (data / 'synth.json').exists()
     lines = [f'# mcal demo report', '', f'Study: `{data}`' + (' (SYNTHETIC: generated by mcal.synth, no patient data)' if synthetic else ''), '',
-             f'- rows in labels.csv: {len(table)}; usable: {len(good)}; patches cut: {len(patches)}; skipped: {len(skipped)}',
+             f'- rows in labels.csv: {len(table)}; usable: {len(usable(table))}; patches cut: {len(patches)}; skipped: {len(skipped)}',
              f'- patients: {patches.patient_id.nunique()}; labels: {patches.label.value_counts().to_dict()}',
-             f'- field of view {field_of_view_mm} mm → {size} px ({field_of_view_mm / size:.3f} mm per pixel)',
-             f'- time: {time.time() - t0:.1f} s', '', '![contact sheet](contact_sheet.png)', '']
+             f'- field of view {field_of_view_mm} mm → {size} px ({field_of_view_mm / size:.3f} mm per pixel)']
+    print('\n'.join(lines[2:])); sys.stdout.flush()
+    if train and len(patches):
+        r = train_study(patches, out, backbone=backbone, weights=weights, epochs=epochs, n_splits=n_splits, progress=progress)
+        a, lo, hi = r['cv_auc']
+        res = r['results']
+        lines += ['', '## Double transfer learning', '',
+                  f'- backbone {backbone}, weights {weights} → stage 1 (whole images, cancer vs no cancer) → stage 2 ({len(r["members"])}-fold ensemble)',
+                  f'- cross-validated AUC (out-of-fold, training ROIs): {a:.3f} [{lo:.3f}, {hi:.3f}], N = {len(r["oof"])}',
+                  f'- held-out test ROIs: N = {len(r["test"])} ({int((r["test"].label == "malignant").sum())} malignant) on {r["test"].patient_id.nunique()} patients',
+                  '', '```', res.to_string(index=False), '```', '',
+                  '![ROC](roc.png) (interactive: [roc.html](roc.html)); Grad-CAM overlays in `gradcam/`.']
+        print('\n'.join(lines[-10:-7])); print(res.to_string(index=False))
+    lines += ['', f'- time: {time.time() - t0:.1f} s', '', '![contact sheet](contact_sheet.png)', '']
     if len(skipped): lines += ['## Skipped', ''] + [f'- {r.item}: {r.error}: {r.reason}' for r in skipped.itertuples()]
-    (out / 'report.md').write_text('\n'.join(lines) + '\n')
-    print('\n'.join(lines[2:6])); print(f'report: {out / "report.md"}')
+    tmp = out / 'report.tmp'; tmp.write_text('\n'.join(lines) + '\n'); tmp.replace(out / 'report.md')
+    print(f'time: {time.time() - t0:.1f} s; report: {out / "report.md"}')
     return out
 
-# %% ../nbs/11_cli.ipynb #c009
+# %% ../nbs/11_cli.ipynb #c015
+def model_members(model) -> list[Path]:
+    "The member folders of `model`: one saved model, a folder of them, or a demo report folder."
+    model = Path(model)
+    if (model / 'config.json').exists(): return [model]
+    for folder in (model, model / 'models' / 'members'):
+        found = sorted(p.parent for p in folder.glob('*/config.json')) if folder.exists() else []
+        if found: return found
+    raise WeightsError(f'{model}: no saved mcal model (a folder with config.json and model.safetensors, or a folder of them)')
+
+def _read_rois(input_path, work) -> tuple[pd.DataFrame, bool]:
+    "The ROI table of a CSV or study folder, and whether it carries labels."
+    p = Path(input_path)
+    if p.is_dir():
+        csvs = [p / n for n in ('labels.csv', 'rois.csv') if (p / n).exists()]
+        if not csvs: raise AnnotationError(f'{p}: no labels.csv or rois.csv with the ROIs to predict')
+        p = csvs[0]
+    try: raw = pd.read_csv(p, dtype=str)
+    except FileNotFoundError: raise AnnotationError(f'{p}: file not found') from None
+    labelled = 'label' in raw and raw['label'].notna().any()
+    if labelled: return load_csv(p), True
+    tmp = Path(work) / 'rois_unlabelled.csv'
+    raw.assign(label='benign').to_csv(tmp, index=False)      # a placeholder that passes validation, removed below
+    table = load_csv(tmp, image_root=p.parent, source=p.stem)
+    return table.assign(label=np.nan, pathology=np.nan), False
+
+def predict_study(model,                 # saved model folder, folder of members, or demo report folder
+                  input_path,            # study CSV or folder with labels.csv
+                  out='mcal_predictions',
+                  tta=True, cams=True, method='gradcam', progress=True) -> Path:
+    "Apply a saved model to a study's ROIs: predictions.csv, gradcam/, report.html, skipped.csv."
+    import shutil
+    from mcal.learner import read_config
+    from mcal.ensemble import ensemble_predictions
+    from mcal.metrics import auc_ci, roc_figure
+    t0 = time.time()
+    members = model_members(model); cfg = read_config(members[0])
+    out = Path(out); work = out.with_name(out.name + '.partial')
+    if work.exists(): shutil.rmtree(work)
+    work.mkdir(parents=True)
+    table, labelled = _read_rois(input_path, work)
+    res = build_patches(usable(table.assign(label=table.label.fillna('benign')) if not labelled else table), work / 'cache',
+                        field_of_view_mm=cfg['field_of_view_mm'], size=cfg['patch_size'], progress=progress)
+    patches = res.table
+    if not labelled: patches = patches.assign(label=np.nan)
+    skipped = pd.concat([issues(table).rename(columns={'roi_id': 'item', 'issue': 'reason'}).assign(error='table')[['item', 'error', 'reason']],
+                         res.skipped], ignore_index=True)
+    preds = ensemble_predictions(members, patches, tta=tta) if len(patches) else pd.DataFrame(columns=['roi_id', 'prob'])
+    preds.to_csv(work / 'predictions.csv', index=False)
+    skipped.to_csv(work / 'skipped.csv', index=False)
+    if cams and len(patches):
+        rows = patches.merge(preds[['roi_id', 'prob']], on='roi_id')
+        if progress:
+            from fastprogress.fastprogress import progress_bar
+            for i in progress_bar(range(0, len(rows), 16)): write_cams(members, rows.iloc[i:i + 16], work / 'gradcam', method)
+        else: write_cams(members, rows, work / 'gradcam', method)
+    html = [f'<h1>mcal predictions</h1><p>model: {model} ({len(members)} member(s), {cfg["backbone"]}, '
+            f'{cfg["field_of_view_mm"]} mm → {cfg["patch_size"]} px); input: {input_path}</p>',
+            f'<p>ROIs: {len(table)}; predicted: {len(preds)}; skipped: {len(skipped)}; time {time.time() - t0:.1f} s</p>']
+    y = preds.label if labelled else None
+    if labelled and len(preds) and 0 < (y == 'malignant').sum() < len(y):
+        a, lo, hi = auc_ci(y, preds.prob)
+        html.append(f'<h2>ROC</h2><p>AUC {a:.3f} [{lo:.3f}, {hi:.3f}] (DeLong 95 % CI), N = {len(y)}, {int((y == "malignant").sum())} malignant</p>')
+        html.append(roc_figure(y, preds.prob, preds.birads if 'birads' in preds else None, threshold=0.5).to_html(full_html=False, include_plotlyjs=True))
+    if len(skipped): html += ['<h2>Skipped</h2>', skipped.to_html(index=False)]
+    html += ['<h2>Predictions</h2>', preds.to_html(index=False, float_format=lambda v: f'{v:.3f}')]
+    (work / 'report.html').write_text('<html><head><meta charset="utf-8"><title>mcal predictions</title></head><body>' + '\n'.join(html) + '</body></html>')
+    shutil.rmtree(work / 'cache', ignore_errors=True); (work / 'rois_unlabelled.csv').unlink(missing_ok=True)
+    if out.exists(): shutil.rmtree(out)
+    work.replace(out)
+    print(f'{len(preds)} ROIs predicted, {len(skipped)} skipped; {out}/predictions.csv, report.html' + (', gradcam/' if cams else ''))
+    return out
+
+# %% ../nbs/11_cli.ipynb #c018
 def main(argv=None):
     "The `mcal` console command."
     ap = argparse.ArgumentParser(prog='mcal', description='mcal: explainable deep learning on breast microcalcifications')
     sub = ap.add_subparsers(dest='command', required=True)
-    d = sub.add_parser('demo', help='ingest a study, cut ROI patches, write a report (default: data_samples/)')
+    d = sub.add_parser('demo', help='run the method on a study (default: data_samples/): two stages, ensemble, metrics, Grad-CAM, report')
     d.add_argument('--data', default=None, help='study folder with labels.csv (default: data_samples/)')
     d.add_argument('--out', default='mcal_report', help='report folder (default: mcal_report)')
     d.add_argument('--field-of-view-mm', type=float, default=DEFAULT_FIELD_OF_VIEW_MM)
-    d.add_argument('--size', type=int, default=DEFAULT_PATCH_SIZE)
+    d.add_argument('--size', type=int, default=128, help='patch side in pixels (default 128)')
+    d.add_argument('--backbone', default='tf_efficientnet_lite0', help='e.g. resnext50_32x4d (needs ImageNet weights, see README)')
+    d.add_argument('--weights', default='imagenet', help="'imagenet', 'none' (random start) or a weights file")
+    d.add_argument('--epochs', type=int, default=8)
+    d.add_argument('--folds', type=int, default=3)
+    d.add_argument('--no-train', action='store_true', help='only ingest and cut patches')
+    p = sub.add_parser('predict', help='apply a saved model to a study: predictions.csv, gradcam/, report.html')
+    p.add_argument('model', help='saved model folder, folder of members, or a demo report folder')
+    p.add_argument('input', help='study CSV, or folder with labels.csv')
+    p.add_argument('--out', default='mcal_predictions')
+    p.add_argument('--no-tta', action='store_true', help='no flip test-time augmentation')
+    p.add_argument('--no-cams', action='store_true', help='no Grad-CAM PNGs')
+    p.add_argument('--method', default='gradcam', help='gradcam, gradcam++, eigencam or scorecam')
     s = sub.add_parser('synth', help='write a synthetic study (images, labels.csv, synth.json)')
     s.add_argument('out', help='folder to write')
     s.add_argument('--patients', type=int, default=16)
     s.add_argument('--seed', type=int, default=20251105)
     args = ap.parse_args(argv)
     try:
-        if args.command == 'demo': demo(args.data, args.out, args.field_of_view_mm, args.size)
+        if args.command == 'demo':
+            demo(args.data, args.out, args.field_of_view_mm, args.size, train=not args.no_train, backbone=args.backbone,
+                 weights=None if args.weights.lower() == 'none' else args.weights, epochs=args.epochs, n_splits=args.folds)
+        elif args.command == 'predict':
+            predict_study(args.model, args.input, args.out, tta=not args.no_tta, cams=not args.no_cams, method=args.method)
         elif args.command == 'synth':
             from mcal.synth import make_study
             t = make_study(args.out, n_patients=args.patients, seed=args.seed); print(f'{len(t)} ROIs written to {args.out}')

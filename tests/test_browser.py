@@ -1,0 +1,95 @@
+"""The widget notebook in a real browser: JupyterLab on localhost, headless Chromium driven by Playwright.
+
+Runs nbs/09_widgets.ipynb in JupyterLab, moves the ROC's threshold slider, and checks that the
+sensitivity and specificity shown are the ones `mcal.metrics.binary_metrics` gives at the shown
+threshold. Saves a screenshot to tests/artifacts/browser_roc.png.
+Needs Debian's chromium (`apt-get install chromium`) and the playwright package; skips, saying so,
+only where no browser can be found.
+"""
+import os, secrets, shutil, socket, subprocess, sys, tempfile, time, urllib.request
+from pathlib import Path
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+ARTIFACTS = REPO / 'tests' / 'artifacts'
+CHROMIUM = next((p for p in (os.environ.get('MCAL_CHROMIUM'), shutil.which('chromium'), shutil.which('chromium-browser'),
+                             shutil.which('google-chrome')) if p), None)
+
+
+def _free_port():
+    with socket.socket() as s:
+        s.bind(('127.0.0.1', 0)); return s.getsockname()[1]
+
+
+@pytest.fixture(scope='module')
+def lab():
+    if CHROMIUM is None: pytest.skip('no Chromium on this machine: apt-get install chromium (CI installs it)')
+    pytest.importorskip('playwright.sync_api', reason='pip install playwright (in the [dev] extra)')
+    port, token = _free_port(), secrets.token_hex(16)
+    settings = Path(tempfile.mkdtemp())
+    news = settings / '@jupyterlab' / 'apputils-extension'; news.mkdir(parents=True)
+    (news / 'notification.jupyterlab-settings').write_text('{"fetchNews": "false", "checkForUpdates": false}')
+    env = dict(os.environ, JUPYTERLAB_SETTINGS_DIR=str(settings), JUPYTER_RUNTIME_DIR=str(settings / 'runtime'))
+    log = open(settings / 'lab.log', 'w')
+    proc = subprocess.Popen([sys.executable, '-m', 'jupyterlab', '--no-browser', f'--port={port}', '--ip=127.0.0.1',
+                             f'--ServerApp.token={token}', f'--ServerApp.root_dir={REPO}', '--allow-root'],
+                            cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
+    url = f'http://127.0.0.1:{port}'
+    for _ in range(120):
+        try:
+            urllib.request.urlopen(f'{url}/api/status?token={token}', timeout=2); break
+        except Exception: time.sleep(0.5)
+    else:
+        proc.kill(); pytest.fail('JupyterLab did not start: ' + (settings / 'lab.log').read_text()[-2000:])
+    yield url, token
+    proc.terminate()
+    try: proc.wait(10)
+    except subprocess.TimeoutExpired: proc.kill()
+
+
+def test_roc_slider_in_jupyterlab(lab):
+    from playwright.sync_api import sync_playwright
+    import pandas as pd
+    from mcal.metrics import binary_metrics
+    from mcal.widgets import demo_predictions
+    url, token = lab
+    preds = demo_predictions()                 # the table the notebook's kernel reads (cached in the temp folder)
+    preds = preds.dropna(subset=['label', 'prob'])
+    start = binary_metrics(preds.label, preds.prob, 0.5)
+    ARTIFACTS.mkdir(exist_ok=True)
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True,
+                                    args=['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
+                                          '--disable-background-networking', '--disable-component-update', '--disable-sync'])
+        page = browser.new_page(viewport={'width': 1400, 'height': 1000})
+        page.goto(f'{url}/lab/tree/nbs/09_widgets.ipynb?token={token}')
+        page.wait_for_selector('.jp-Notebook', timeout=60_000)
+        page.wait_for_selector('.jp-Notebook-ExecutionIndicator[data-status="idle"]', timeout=60_000, state='attached')
+        page.get_by_role('menuitem', name='Run', exact=True).click()
+        page.get_by_text('Run All Cells', exact=True).click()
+        panel = page.locator('.widget-html .mcal-metrics').first
+        panel.wait_for(timeout=240_000)
+        shown = lambda k: float(page.locator(f'.widget-html .mcal-{k}').first.get_attribute('data-value'))
+        assert shown('threshold') == pytest.approx(0.5)
+        assert shown('sensitivity') == pytest.approx(start['sensitivity'])
+        # move the slider with the keyboard: focus its handle, press ArrowLeft until the operating point changes
+        handle = page.locator('.widget-slider .noUi-handle').first
+        handle.scroll_into_view_if_needed(); handle.click()
+        for _ in range(50):
+            handle.press('ArrowLeft'); page.wait_for_timeout(150)
+            if shown('specificity') != pytest.approx(start['specificity'], nan_ok=True) or \
+               shown('sensitivity') != pytest.approx(start['sensitivity'], nan_ok=True): break
+        page.wait_for_timeout(500)
+        threshold = shown('threshold')
+        expect = binary_metrics(preds.label, preds.prob, threshold)
+        assert threshold < 0.5
+        assert (shown('sensitivity'), shown('specificity')) != (start['sensitivity'], start['specificity'])
+        assert shown('sensitivity') == pytest.approx(expect['sensitivity'])
+        assert shown('specificity') == pytest.approx(expect['specificity'])
+        assert shown('tp') == expect['tp'] and shown('fp') == expect['fp']
+        readout = page.locator('.widget-slider .widget-readout').first.inner_text()
+        assert float(readout) == pytest.approx(threshold, abs=1e-9)
+        page.locator('.jp-OutputArea-output .js-plotly-plot').first.scroll_into_view_if_needed()
+        page.screenshot(path=str(ARTIFACTS / 'browser_roc.png'))
+        browser.close()
+    assert (ARTIFACTS / 'browser_roc.png').stat().st_size > 10_000
