@@ -105,7 +105,7 @@ def train_study(patches:pd.DataFrame,   # patch table (from `build_patches`)
     import warnings
     with warnings.catch_warnings():
         warnings.simplefilter('ignore')
-        s1 = stage1(dls, out / 'models' / 'stage1', backbone, weights, epochs=stage1_epochs, lr=2 * lr, frozen_epochs=1, seed=seed)
+        s1 = stage1(dls, out / 'models' / 'stage1', backbone, weights, epochs=stage1_epochs, lr=2 * lr, frozen_epochs=1, seed=seed, quiet=True)
     say(f'stage 1: {backbone} ({weights}) → {len(inter)} whole images of {inter.patient_id.nunique()} training patients, {time.time() - t0:.0f} s')
     t0 = time.time()
     res = cross_validate(train, out / 'models' / 'members', n_splits=n_splits, test=test, stage1=s1, epochs=epochs,
@@ -116,7 +116,7 @@ def train_study(patches:pd.DataFrame,   # patch table (from `build_patches`)
     preds.to_csv(out / 'predictions.csv', index=False)
     tst = res['test']
     results = results_table(tst.label, tst.prob, tst.birads, patient_ids=tst.patient_id, threshold=0.5, n_boot=500)
-    results.to_csv(out / 'results.csv', index=False)
+    results.rename_axis('who').to_csv(out / 'results.csv')
     cv_auc = auc_ci(res['oof'].label, res['oof'].prob)
     roc_figure(tst.label, tst.prob, tst.birads, threshold=0.5, title=f'held-out test ROIs (N={len(tst)})').write_html(out / 'roc.html', include_plotlyjs=True)
     _roc_png(tst.label, tst.prob, tst.birads, out / 'roc.png', f'held-out test ROIs, ensemble of {len(res["members"])}')
@@ -162,13 +162,12 @@ def demo(data=None,                 # study folder with labels.csv (default: dat
         r = train_study(patches, out, backbone=backbone, weights=weights, epochs=epochs, n_splits=n_splits, progress=progress)
         a, lo, hi = r['cv_auc']
         res = r['results']
-        lines += ['', '## Double transfer learning', '',
-                  f'- backbone {backbone}, weights {weights} → stage 1 (whole images, cancer vs no cancer) → stage 2 ({len(r["members"])}-fold ensemble)',
-                  f'- cross-validated AUC (out-of-fold, training ROIs): {a:.3f} [{lo:.3f}, {hi:.3f}], N = {len(r["oof"])}',
-                  f'- held-out test ROIs: N = {len(r["test"])} ({int((r["test"].label == "malignant").sum())} malignant) on {r["test"].patient_id.nunique()} patients',
-                  '', '```', res.to_string(index=False), '```', '',
+        summary = [f'- backbone {backbone}, weights {weights} → stage 1 (whole images, cancer vs no cancer) → stage 2 ({len(r["members"])}-fold ensemble)',
+                   f'- cross-validated AUC (out-of-fold, training ROIs): {a:.3f} [{lo:.3f}, {hi:.3f}], N = {len(r["oof"])}',
+                   f'- held-out test ROIs: N = {len(r["test"])} ({int((r["test"].label == "malignant").sum())} malignant) on {r["test"].patient_id.nunique()} patients']
+        lines += ['', '## Double transfer learning', '', *summary, '', '```', res.to_string(), '```', '',
                   '![ROC](roc.png) (interactive: [roc.html](roc.html)); Grad-CAM overlays in `gradcam/`.']
-        print('\n'.join(lines[-10:-7])); print(res.to_string(index=False))
+        print('\n'.join(summary)); print(res.to_string())
     lines += ['', f'- time: {time.time() - t0:.1f} s', '', '![contact sheet](contact_sheet.png)', '']
     if len(skipped): lines += ['## Skipped', ''] + [f'- {r.item}: {r.error}: {r.reason}' for r in skipped.itertuples()]
     tmp = out / 'report.tmp'; tmp.write_text('\n'.join(lines) + '\n'); tmp.replace(out / 'report.md')

@@ -34,7 +34,7 @@ def train_member(table:pd.DataFrame,     # patch table (from `build_patches`) wi
         warnings.simplefilter('ignore')        # sklearn/fastai chatter on tiny validation folds
         learn = transfer(stage1, dls, bf16=bf16, seed=seed) if stage1 else learner(dls, backbone, weights, bf16=bf16, seed=seed)
         learn.recorder.silent = True
-        with learn.no_bar(): fine_tune(learn, epochs, lr, frozen_epochs, lr_mult, checkpoint_dir=folder / 'checkpoints', seed=seed)
+        with learn.no_bar(), learn.no_logging(): fine_tune(learn, epochs, lr, frozen_epochs, lr_mult, checkpoint_dir=folder / 'checkpoints', seed=seed)
     learn.mcal_config.update(stage='target', valid_roi_ids=list(table.iloc[list(valid_idx)].roi_id.astype(str)))
     return save_model(learn, folder)
 

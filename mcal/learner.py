@@ -418,12 +418,16 @@ def predict(model,                 # a model from `load_model` (or a learner's m
 def stage1(dls,                          # intermediate DataLoaders (whole images or ROIs, their own classes)
            folder,                       # where the stage-1 checkpoint is saved
            backbone='resnext50_32x4d', weights='imagenet',
-           epochs=2, lr=1e-3, frozen_epochs=1, lr_mult=100, seed=0, resume=True, **kwargs) -> Path:
+           epochs=2, lr=1e-3, frozen_epochs=1, lr_mult=100, seed=0, resume=True,
+           quiet=False,                  # no progress bars or epoch tables (scripts, logs)
+           **kwargs) -> Path:
     "Stage 1 of d-TL: fine-tune `backbone` on the intermediate task and save it to `folder`; reused if already there."
     folder = Path(folder)
     if resume and (folder / 'model.safetensors').exists() and (folder / 'config.json').exists(): return folder
     learn = learner(dls, backbone, weights, seed=seed, **kwargs)
-    fine_tune(learn, epochs, lr, frozen_epochs, lr_mult, checkpoint_dir=folder / 'checkpoints', seed=seed)
+    if quiet:
+        with learn.no_bar(), learn.no_logging(): fine_tune(learn, epochs, lr, frozen_epochs, lr_mult, checkpoint_dir=folder / 'checkpoints', seed=seed)
+    else: fine_tune(learn, epochs, lr, frozen_epochs, lr_mult, checkpoint_dir=folder / 'checkpoints', seed=seed)
     learn.mcal_config['stage'] = 'intermediate'
     return save_model(learn, folder)
 

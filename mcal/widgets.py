@@ -62,8 +62,10 @@ class RocExplorer:
         self.threshold, self.widget = threshold, None
 
     def set_threshold(self, threshold:float):
-        "Move the operating point to `threshold` (updates the figure and the panel when live)."
+        "Move the operating point to `threshold` (updates the figure, and the slider and panel when live)."
         self.threshold = float(threshold)
+        if self.widget is not None and abs(self.slider.value - self.threshold) > 1e-12:
+            self.slider.value = self.threshold                    # its observer comes back here with the same value
         m = binary_metrics(self.labels, self.probs, self.threshold)
         fig = self.fig_widget if self.widget is not None else self.figure
         with (fig.batch_update() if self.widget is not None else _null()):

@@ -10,5 +10,10 @@ if [ "$before" != "$after" ]; then echo "nbdev-export changed mcal/: export the 
 python .ci/readme.py --check
 echo "== nbdev-test"
 time nbdev-test --n-workers 2
+if ! command -v chromium >/dev/null 2>&1 && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+  echo "== installing Debian's chromium for the browser test (tests/test_browser.py)"
+  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium) >/dev/null 2>&1 \
+    || echo "could not install chromium: the browser test will skip and say so"
+fi
 echo "== pytest"
 python -m pytest tests -p no:cacheprovider -q
