@@ -67,10 +67,11 @@ class RocExplorer:
         if self.widget is not None and abs(self.slider.value - self.threshold) > 1e-12:
             self.slider.value = self.threshold                    # its observer comes back here with the same value
         m = binary_metrics(self.labels, self.probs, self.threshold)
-        fig = self.fig_widget if self.widget is not None else self.figure
-        with (fig.batch_update() if self.widget is not None else _null()):
-            fig.data[-1].x, fig.data[-1].y = [1 - m['specificity']], [m['sensitivity']]
-        if self.widget is not None: self.panel.value = metrics_html(self.labels, self.probs, self.threshold)
+        point = dict(x=[1 - m['specificity']], y=[m['sensitivity']])
+        self.figure.data[-1].update(point)                        # the static figure always follows
+        if self.widget is not None:
+            with self.fig_widget.batch_update(): self.fig_widget.data[-1].update(point)
+            self.panel.value = metrics_html(self.labels, self.probs, self.threshold)
         return m
 
     def build(self):
@@ -89,10 +90,6 @@ class RocExplorer:
         from IPython.display import display, HTML
         if live_kernel(): display(self.widget or self.build())
         else: display(self.figure); display(HTML(metrics_html(self.labels, self.probs, self.threshold)))
-
-class _null:
-    def __enter__(self): return self
-    def __exit__(self, *a): return False
 
 # %% ../nbs/09_widgets.ipynb #c012
 def demo_predictions(folder=None, size=64, epochs=4) -> pd.DataFrame:

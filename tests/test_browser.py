@@ -29,11 +29,15 @@ def lab():
     settings = Path(tempfile.mkdtemp())
     news = settings / '@jupyterlab' / 'apputils-extension'; news.mkdir(parents=True)
     (news / 'notification.jupyterlab-settings').write_text('{"fetchNews": "false", "checkForUpdates": false}')
+    docs = settings / '@jupyterlab' / 'docmanager-extension'; docs.mkdir(parents=True)
+    (docs / 'plugin.jupyterlab-settings').write_text('{"autosave": false}')
+    root = settings / 'root'; (root / 'nbs').mkdir(parents=True)                 # a copy: the source notebook is never touched
+    shutil.copy(REPO / 'nbs' / '09_widgets.ipynb', root / 'nbs' / '09_widgets.ipynb')
     env = dict(os.environ, JUPYTERLAB_SETTINGS_DIR=str(settings), JUPYTER_RUNTIME_DIR=str(settings / 'runtime'))
     log = open(settings / 'lab.log', 'w')
     proc = subprocess.Popen([sys.executable, '-m', 'jupyterlab', '--no-browser', f'--port={port}', '--ip=127.0.0.1',
-                             f'--ServerApp.token={token}', f'--ServerApp.root_dir={REPO}', '--allow-root'],
-                            cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
+                             f'--ServerApp.token={token}', f'--ServerApp.root_dir={root}', '--allow-root'],
+                            cwd=root, env=env, stdout=log, stderr=subprocess.STDOUT)
     url = f'http://127.0.0.1:{port}'
     for _ in range(120):
         try:
@@ -73,7 +77,9 @@ def test_roc_slider_in_jupyterlab(lab):
         try: panel.wait_for(timeout=int(os.environ.get('MCAL_BROWSER_TIMEOUT_MS', 300_000)))
         except Exception:
             page.screenshot(path=str(ARTIFACTS / 'browser_failure.png'), full_page=True); raise
-        page.locator('.widget-image').first.wait_for(timeout=240_000)          # the last cell (Grad-CAM browser) has run
+        try: page.locator('.widget-image').first.wait_for(timeout=240_000, state='attached')   # the last cell (Grad-CAM browser) ran
+        except Exception:
+            page.screenshot(path=str(ARTIFACTS / 'browser_failure.png'), full_page=True); raise
         page.wait_for_function("() => ![...document.querySelectorAll('.jp-InputPrompt')].some(e => e.textContent.includes('*'))",
                                timeout=120_000)                                  # no cell still running
         shown = lambda k: float(page.locator(f'.widget-html .mcal-{k}').first.get_attribute('data-value'))

@@ -72,10 +72,20 @@ def test_gradcam_layer_per_backbone_gives_maps_even_frozen(backbone):
     model = L.mcal_model(backbone, 2, weights=None)
     layer = L.body_layer(model)
     assert any(p.numel() for p in layer.parameters())                                  # a real block, not Identity
-    for p in model[0].parameters(): p.requires_grad_(False)                            # frozen body
     patches = np.random.default_rng(0).uniform(0, 1, (2, 64, 64)).astype(np.float32)
-    with CamExplainer(model, L.get_backbone(backbone).stats) as explain: cams = explain(patches)
-    assert cams.shape == (2, 64, 64) and np.isfinite(cams).all() and cams.max() > 0    # not the silent empty map
+    stats = L.get_backbone(backbone).stats
+    def maps():
+        with CamExplainer(model, stats) as explain:
+            out = np.stack([explain(patches, 0), explain(patches, 1)])
+            grads = list(explain.cam.activations_and_grads.gradients)   # the list is emptied when the hooks go
+        return out, grads
+    trainable, _ = maps()
+    for p in model[0].parameters(): p.requires_grad_(False)                            # frozen body, as fastai leaves it
+    frozen, grads = maps()
+    assert frozen.shape == (2, 2, 64, 64) and np.isfinite(frozen).all()
+    assert len(grads) == 1 and grads[0].abs().sum() > 0                               # gradients reached the target layer
+    assert frozen.max() > 0                                                           # not the silent empty map
+    np.testing.assert_allclose(frozen, trainable, atol=1e-5)                          # freezing changes nothing
 
 
 def test_save_load_predict_round_trip_without_pickle(tmp_path):
