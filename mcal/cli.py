@@ -86,12 +86,12 @@ def _roc_png(labels, probs, reader_birads, path, title):
 def train_study(patches:pd.DataFrame,   # patch table (from `build_patches`)
                 out,                    # report folder: models/, predictions.csv, results.csv, roc.*, gradcam/
                 backbone='tf_efficientnet_lite0', weights='imagenet',
-                n_splits=3, epochs=8, frozen_epochs=2, stage1_epochs=3, lr=1e-3, bs=16, seed=0,
+                n_splits=3, epochs=12, frozen_epochs=2, stage1_epochs=3, lr=1e-3, bs=16, seed=0,
                 cams=True, progress=True) -> dict:
     "Paper split, stage 1 on training patients' whole images, stage-2 CV ensemble, test metrics, ROC and Grad-CAM."
     from mcal.learner import stage1, get_backbone
     from mcal.ensemble import cross_validate
-    from mcal.metrics import results_table, roc_figure, auc_ci
+    from mcal.metrics import results_table, roc_figure, auc_ci, OperatingPoint
     out = Path(out); (out / 'models').mkdir(parents=True, exist_ok=True)
     say = print if progress else (lambda *a, **k: None)
     split = paper_split(patches, seed=seed)
@@ -115,13 +115,15 @@ def train_study(patches:pd.DataFrame,   # patch table (from `build_patches`)
     preds = preds.merge(patches[['roi_id', 'patch_path']], on='roi_id', how='left')
     preds.to_csv(out / 'predictions.csv', index=False)
     tst = res['test']
-    results = results_table(tst.label, tst.prob, tst.birads, patient_ids=tst.patient_id, threshold=0.5, n_boot=500)
+    op = OperatingPoint.fit(res['oof'].label, res['oof'].prob)      # threshold chosen on out-of-fold data, never on the test set
+    results = results_table(tst.label, tst.prob, tst.birads, patient_ids=tst.patient_id, threshold=op, n_boot=500)
     results.rename_axis('who').to_csv(out / 'results.csv')
     cv_auc = auc_ci(res['oof'].label, res['oof'].prob)
-    roc_figure(tst.label, tst.prob, tst.birads, threshold=0.5, title=f'held-out test ROIs (N={len(tst)})').write_html(out / 'roc.html', include_plotlyjs=True)
+    roc_figure(tst.label, tst.prob, tst.birads, threshold=op, title=f'held-out test ROIs (N={len(tst)})').write_html(out / 'roc.html', include_plotlyjs=True)
     _roc_png(tst.label, tst.prob, tst.birads, out / 'roc.png', f'held-out test ROIs, ensemble of {len(res["members"])}')
     if cams: write_cams(res['members'], tst.merge(patches[['roi_id', 'patch_path']], on='roi_id'), out / 'gradcam')
-    return dict(train=train, test=test, oof=res['oof'], predictions=preds, results=results, cv_auc=cv_auc, members=res['members'], stage1=s1)
+    return dict(train=train, test=test, oof=res['oof'], predictions=preds, results=results, cv_auc=cv_auc, members=res['members'],
+                stage1=s1, threshold=op)
 
 def write_cams(members, table:pd.DataFrame, folder, method='gradcam') -> list[Path]:
     "Ensemble Grad-CAM (mean over members) overlay PNG per row of `table`, named by roi_id."
@@ -145,7 +147,7 @@ def demo(data=None,                 # study folder with labels.csv (default: dat
          field_of_view_mm=DEFAULT_FIELD_OF_VIEW_MM,
          size=128,                  # patch side in pixels (the demo's default is small, for speed)
          train=True,                # run the two stages; False only ingests
-         backbone='tf_efficientnet_lite0', weights='imagenet', epochs=8, n_splits=3,
+         backbone='tf_efficientnet_lite0', weights='imagenet', epochs=12, n_splits=3,
          progress=True) -> Path:
     "Run the method on a study folder and write the report folder; returns the folder."
     t0 = time.time()
@@ -164,7 +166,8 @@ def demo(data=None,                 # study folder with labels.csv (default: dat
         res = r['results']
         summary = [f'- backbone {backbone}, weights {weights} → stage 1 (whole images, cancer vs no cancer) → stage 2 ({len(r["members"])}-fold ensemble)',
                    f'- cross-validated AUC (out-of-fold, training ROIs): {a:.3f} [{lo:.3f}, {hi:.3f}], N = {len(r["oof"])}',
-                   f'- held-out test ROIs: N = {len(r["test"])} ({int((r["test"].label == "malignant").sum())} malignant) on {r["test"].patient_id.nunique()} patients']
+                   f'- held-out test ROIs: N = {len(r["test"])} ({int((r["test"].label == "malignant").sum())} malignant) on {r["test"].patient_id.nunique()} patients; '
+                   f'model threshold {r["threshold"].threshold:.3f} (Youden on the out-of-fold predictions)']
         lines += ['', '## Double transfer learning', '', *summary, '', '```', res.to_string(), '```', '',
                   '![ROC](roc.png) (interactive: [roc.html](roc.html)); Grad-CAM overlays in `gradcam/`.']
         print('\n'.join(summary)); print(res.to_string())
@@ -259,7 +262,7 @@ def main(argv=None):
     d.add_argument('--size', type=int, default=128, help='patch side in pixels (default 128)')
     d.add_argument('--backbone', default='tf_efficientnet_lite0', help='e.g. resnext50_32x4d (needs ImageNet weights, see README)')
     d.add_argument('--weights', default='imagenet', help="'imagenet', 'none' (random start) or a weights file")
-    d.add_argument('--epochs', type=int, default=8)
+    d.add_argument('--epochs', type=int, default=12)
     d.add_argument('--folds', type=int, default=3)
     d.add_argument('--no-train', action='store_true', help='only ingest and cut patches')
     p = sub.add_parser('predict', help='apply a saved model to a study: predictions.csv, gradcam/, report.html')
