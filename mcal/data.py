@@ -150,7 +150,7 @@ def mammo_augment(max_rotate=10.0, max_zoom=1.1, max_lighting=0.2, p_affine=0.75
 def patch_dataloaders(df:pd.DataFrame,        # table with `patch_path` and `label` (from `build_patches`)
                       valid_idx,              # positions of the validation rows
                       bs=32,                  # batch size
-                      vocab=None,             # class order; default sorted labels (benign, malignant)
+                      vocab=None,             # class order, kept as given (the last is the positive class); default sorted labels
                       augment=True,           # apply `mammo_augment` to training batches
                       stats=imagenet_stats,   # normalisation statistics of the backbone
                       seed=0, num_workers=0, **kwargs):
@@ -159,7 +159,7 @@ def patch_dataloaders(df:pd.DataFrame,        # table with `patch_path` and `lab
     vocab = list(vocab or sorted(df.label.unique()))
     valid_idx = list(valid_idx)
     check_no_leak(df.drop(index=valid_idx), df.iloc[valid_idx])
-    block = DataBlock(blocks=(PatchBlock(stats), CategoryBlock(vocab=vocab)), get_x=ColReader('patch_path'),
+    block = DataBlock(blocks=(PatchBlock(stats), CategoryBlock(vocab=vocab, sort=False)), get_x=ColReader('patch_path'),
                       get_y=ColReader('label'), splitter=IndexSplitter(valid_idx),
                       batch_tfms=mammo_augment() if augment else None)
     set_seed(seed, reproducible=True)

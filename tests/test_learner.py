@@ -106,3 +106,18 @@ def test_save_load_predict_round_trip_without_pickle(tmp_path):
     a = L.predict(learn.model, list(table.patch_path), learn.mcal_config['stats'], tta=True)
     b = L.predict(model, list(table.patch_path), cfg['stats'], tta=True)
     assert np.array_equal(a, b)
+
+
+def test_class_order_is_kept_as_given(tmp_path):
+    "The last class is the positive one: DataLoaders keep the vocab order they are given (fastai would sort it)."
+    import pandas as pd
+    from mcal.data import patch_dataloaders
+    from mcal.ensemble import positive_index
+    rows = []
+    for i in range(6):
+        np.savez(tmp_path / f'p{i}.npz', image=np.zeros((16, 16), np.float32), mask=np.zeros((16, 16), bool))
+        rows.append(dict(patch_path=str(tmp_path / f'p{i}.npz'), label=['no cancer', 'cancer'][i % 2], patient_id=f'p{i}'))
+    t = pd.DataFrame(rows)
+    dls = patch_dataloaders(t, [4, 5], bs=2, vocab=['no cancer', 'cancer'])
+    assert list(dls.vocab) == ['no cancer', 'cancer'] and positive_index(dls.vocab) == 1
+    assert list(patch_dataloaders(t, [4, 5], bs=2).vocab) == ['cancer', 'no cancer']     # default: sorted
