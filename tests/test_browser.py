@@ -1,6 +1,6 @@
 """The widget notebook in a real browser: JupyterLab on localhost, headless Chromium driven by Playwright.
 
-Runs nbs/09_widgets.ipynb in JupyterLab, moves the ROC's threshold slider, and checks that the
+Runs a copy of nbs/09_widgets.ipynb in JupyterLab (autosave off), moves the ROC's threshold slider, and checks that the
 sensitivity and specificity shown are the ones `mcal.metrics.binary_metrics` gives at the shown
 threshold. Saves a screenshot to tests/artifacts/browser_roc.png.
 Needs Debian's chromium (`apt-get install chromium`) and the playwright package; skips, saying so,
