@@ -16,8 +16,8 @@ from .data import build_patches, load_patch, paper_split, grouped_cv, patch_data
 from .roi import DEFAULT_FIELD_OF_VIEW_MM, DEFAULT_PATCH_SIZE
 
 # %% auto #0
-__all__ = ['contact_sheet', 'default_study', 'ingest', 'whole_image_task', 'train_study', 'write_cams', 'demo', 'model_members',
-           'predict_study', 'main']
+__all__ = ['contact_sheet', 'default_study', 'skipped_items', 'ingest', 'whole_image_task', 'train_study', 'write_cams', 'demo',
+           'model_members', 'predict_study', 'main']
 
 # %% ../nbs/11_cli.ipynb #c005
 def contact_sheet(table:pd.DataFrame,  # rows with `patch_path`, `roi_id`, `label`
@@ -48,13 +48,17 @@ def default_study() -> Path:
     if not (out / 'labels.csv').exists(): make_study(out)
     return out
 
+def skipped_items(table:pd.DataFrame, res:BatchResult) -> pd.DataFrame:
+    "One list of what was not used: rows the table flagged, then patches `build_patches` could not cut."
+    flagged = issues(table).rename(columns={'roi_id': 'item', 'issue': 'reason'}).assign(error='table')
+    return pd.concat([flagged[['item', 'error', 'reason']], res.skipped], ignore_index=True)
+
 def ingest(data, out, field_of_view_mm=DEFAULT_FIELD_OF_VIEW_MM, size=DEFAULT_PATCH_SIZE, progress=True):
     "Validate `data/labels.csv`, cut the patches into `out/cache`; (table, patches, skipped), with rois/skipped CSVs and a contact sheet."
     out = Path(out); out.mkdir(parents=True, exist_ok=True)
     table = load_csv(Path(data) / 'labels.csv')
     res = build_patches(usable(table), out / 'cache', field_of_view_mm=field_of_view_mm, size=size, progress=progress)
-    skipped = pd.concat([issues(table).rename(columns={'roi_id': 'item', 'issue': 'reason'}).assign(error='table')[['item', 'error', 'reason']],
-                         res.skipped], ignore_index=True)
+    skipped = skipped_items(table, res)
     table.merge(res.table[['roi_id', 'patch_path']], on='roi_id', how='left').to_csv(out / 'rois.csv', index=False)
     skipped.to_csv(out / 'skipped.csv', index=False)
     contact_sheet(res.table, out / 'contact_sheet.png')
@@ -71,14 +75,12 @@ def whole_image_task(table:pd.DataFrame, patients) -> pd.DataFrame:
 
 def _roc_png(labels, probs, reader_birads, path, title):
     import matplotlib; import matplotlib.pyplot as plt
-    from mcal.metrics import roc_points, auc_ci, birads_score, BIRADS_SCORE, binary_metrics, as_binary
+    from mcal.metrics import roc_points, auc_ci, reader_points, as_binary
     y = as_binary(labels); pts = roc_points(y, probs); a, lo, hi = auc_ci(y, probs)
     fig, ax = plt.subplots(figsize=(4.5, 4.5))
     ax.step(pts.fpr, pts.tpr, where='post', label=f'model AUC {a:.2f} [{lo:.2f}, {hi:.2f}], N={len(y)}')
-    r = birads_score(reader_birads); k = np.isfinite(r)
-    if k.sum() and 0 < y[k].sum() < k.sum():
-        ms = [binary_metrics(y[k], r[k], v) for c, v in BIRADS_SCORE.items() if c != '4' and v > r[k].min()]
-        ax.plot([1 - m['specificity'] for m in ms], [m['sensitivity'] for m in ms], 'o-', label='reader BI-RADS thresholds')
+    reader = reader_points(y, reader_birads)
+    if len(reader): ax.plot(reader.fpr, reader.tpr, 'o-', label='reader BI-RADS thresholds')
     ax.plot([0, 1], [0, 1], ':', color='grey'); ax.set_xlabel('1 − specificity'); ax.set_ylabel('sensitivity')
     ax.set_title(title, fontsize=9); ax.legend(fontsize=7, loc='lower right')
     fig.tight_layout(); tmp = Path(path).with_suffix('.tmp.png'); fig.savefig(tmp, dpi=90); plt.close(fig); tmp.replace(path)
@@ -125,18 +127,13 @@ def train_study(patches:pd.DataFrame,   # patch table (from `build_patches`)
     return dict(train=train, test=test, oof=res['oof'], predictions=preds, results=results, cv_auc=cv_auc, members=res['members'],
                 stage1=s1, threshold=op)
 
-def write_cams(members, table:pd.DataFrame, folder, method='gradcam') -> list[Path]:
+def write_cams(members, table:pd.DataFrame, folder, method='gradcam', progress=False) -> list[Path]:
     "Ensemble Grad-CAM (mean over members) overlay PNG per row of `table`, named by roi_id."
     from mcal.learner import load_model
-    from mcal.gradcam import explain_rows, save_cam_png
+    from mcal.gradcam import member_cams, save_cam_png
     folder = Path(folder); folder.mkdir(parents=True, exist_ok=True)
     if not len(table): return []
-    maps = []
-    for m in members:
-        model, cfg = load_model(m)
-        patches, masks, cams = explain_rows(table, model, cfg['stats'], method)
-        maps.append(cams)
-    cams = np.mean(maps, axis=0)
+    patches, masks, cams = member_cams([load_model(m) for m in members], table, method, progress=progress)
     probs = table['prob'] if 'prob' in table else [np.nan] * len(table)
     return [save_cam_png(folder / f'{r.roi_id}.png', p, c, m, title=f'{r.roi_id}: {r.label}, p={pr:.2f}')
             for r, p, c, m, pr in zip(table.itertuples(), patches, cams, masks, probs)]
@@ -187,21 +184,14 @@ def model_members(model) -> list[Path]:
         if found: return found
     raise WeightsError(f'{model}: no saved mcal model (a folder with config.json and model.safetensors, or a folder of them)')
 
-def _read_rois(input_path, work) -> tuple[pd.DataFrame, bool]:
-    "The ROI table of a CSV or study folder, and whether it carries labels."
+def _read_rois(input_path) -> pd.DataFrame:
+    "The ROI table of a CSV or study folder; labels optional."
     p = Path(input_path)
     if p.is_dir():
         csvs = [p / n for n in ('labels.csv', 'rois.csv') if (p / n).exists()]
         if not csvs: raise AnnotationError(f'{p}: no labels.csv or rois.csv with the ROIs to predict')
         p = csvs[0]
-    try: raw = pd.read_csv(p, dtype=str)
-    except FileNotFoundError: raise AnnotationError(f'{p}: file not found') from None
-    labelled = 'label' in raw and raw['label'].notna().any()
-    if labelled: return load_csv(p), True
-    tmp = Path(work) / 'rois_unlabelled.csv'
-    raw.assign(label='benign').to_csv(tmp, index=False)      # a placeholder that passes validation, removed below
-    table = load_csv(tmp, image_root=p.parent, source=p.stem)
-    return table.assign(label=np.nan, pathology=np.nan), False
+    return load_csv(p, require_labels=False)
 
 def predict_study(model,                 # saved model folder, folder of members, or demo report folder
                   input_path,            # study CSV or folder with labels.csv
@@ -217,34 +207,26 @@ def predict_study(model,                 # saved model folder, folder of members
     out = Path(out); work = out.with_name(out.name + '.partial')
     if work.exists(): shutil.rmtree(work)
     work.mkdir(parents=True)
-    table, labelled = _read_rois(input_path, work)
-    res = build_patches(usable(table.assign(label=table.label.fillna('benign')) if not labelled else table), work / 'cache',
-                        field_of_view_mm=cfg['field_of_view_mm'], size=cfg['patch_size'], progress=progress)
-    patches = res.table
-    if not labelled: patches = patches.assign(label=np.nan)
-    skipped = pd.concat([issues(table).rename(columns={'roi_id': 'item', 'issue': 'reason'}).assign(error='table')[['item', 'error', 'reason']],
-                         res.skipped], ignore_index=True)
+    table = _read_rois(input_path)
+    res = build_patches(usable(table), work / 'cache', field_of_view_mm=cfg['field_of_view_mm'], size=cfg['patch_size'], progress=progress)
+    patches, skipped = res.table, skipped_items(table, res)
     preds = ensemble_predictions(members, patches, tta=tta) if len(patches) else pd.DataFrame(columns=['roi_id', 'prob'])
     preds.to_csv(work / 'predictions.csv', index=False)
     skipped.to_csv(work / 'skipped.csv', index=False)
     if cams and len(patches):
-        rows = patches.merge(preds[['roi_id', 'prob']], on='roi_id')
-        if progress:
-            from fastprogress.fastprogress import progress_bar
-            for i in progress_bar(range(0, len(rows), 16)): write_cams(members, rows.iloc[i:i + 16], work / 'gradcam', method)
-        else: write_cams(members, rows, work / 'gradcam', method)
+        write_cams(members, patches.merge(preds[['roi_id', 'prob']], on='roi_id'), work / 'gradcam', method, progress)
     html = [f'<h1>mcal predictions</h1><p>model: {model} ({len(members)} member(s), {cfg["backbone"]}, '
             f'{cfg["field_of_view_mm"]} mm → {cfg["patch_size"]} px); input: {input_path}</p>',
             f'<p>ROIs: {len(table)}; predicted: {len(preds)}; skipped: {len(skipped)}; time {time.time() - t0:.1f} s</p>']
-    y = preds.label if labelled else None
-    if labelled and len(preds) and 0 < (y == 'malignant').sum() < len(y):
+    y = preds.label if len(preds) else pd.Series(dtype=object)
+    if len(y) and y.notna().all() and 0 < (y == 'malignant').sum() < len(y):     # labels given, both classes
         a, lo, hi = auc_ci(y, preds.prob)
         html.append(f'<h2>ROC</h2><p>AUC {a:.3f} [{lo:.3f}, {hi:.3f}] (DeLong 95 % CI), N = {len(y)}, {int((y == "malignant").sum())} malignant</p>')
         html.append(roc_figure(y, preds.prob, preds.birads if 'birads' in preds else None, threshold=0.5).to_html(full_html=False, include_plotlyjs=True))
     if len(skipped): html += ['<h2>Skipped</h2>', skipped.to_html(index=False)]
     html += ['<h2>Predictions</h2>', preds.to_html(index=False, float_format=lambda v: f'{v:.3f}')]
     (work / 'report.html').write_text('<html><head><meta charset="utf-8"><title>mcal predictions</title></head><body>' + '\n'.join(html) + '</body></html>')
-    shutil.rmtree(work / 'cache', ignore_errors=True); (work / 'rois_unlabelled.csv').unlink(missing_ok=True)
+    shutil.rmtree(work / 'cache', ignore_errors=True)
     if out.exists(): shutil.rmtree(out)
     work.replace(out)
     print(f'{len(preds)} ROIs predicted, {len(skipped)} skipped; {out}/predictions.csv, report.html' + (', gradcam/' if cams else ''))

@@ -70,7 +70,8 @@ def _geometry_problem(row) -> str:
 def validate_table(df:pd.DataFrame,        # a table with mcal's columns
                    labels=LABELS,          # allowed labels; None allows any non-empty label
                    check_files=True,       # check that image (and mask) files exist
-                   strict=False            # raise the first problem instead of recording it
+                   strict=False,           # raise the first problem instead of recording it
+                   require_labels=True     # False: rows without a label are fine (ROIs to predict)
                   ) -> pd.DataFrame:
     "Check every row; record problems in `issue` (or raise with `strict`)."
     df = tidy(df)
@@ -82,7 +83,8 @@ def validate_table(df:pd.DataFrame,        # a table with mcal's columns
         elif dup.iloc[i]: problems[i].append(f'duplicate roi_id {rid!r}')
         if pd.isna(row['patient_id']) or str(row['patient_id']).strip() == '': problems[i].append('missing patient_id')
         lab = row['label']
-        if pd.isna(lab) or str(lab) == '': problems[i].append('missing label')
+        if pd.isna(lab) or str(lab) == '':
+            if require_labels: problems[i].append('missing label')
         elif labels is not None and lab not in labels: problems[i].append(f'unknown label {lab!r} (expected {", ".join(labels)})')
         try: normalise_birads(row['birads'])
         except LabelError as e: problems[i].append(str(e))
@@ -122,13 +124,15 @@ def _resolve(path, root:Path):
 def load_csv(csv_path,          # the study CSV
              image_root=None,   # folder that `image_path` is relative to (default: the CSV's folder)
              source=None,       # value of the `source` column (default: the CSV's name)
-             labels=LABELS      # allowed labels (see `validate_table`)
+             labels=LABELS,     # allowed labels (see `validate_table`)
+             require_labels=True # False: the `label` column may be absent or empty (ROIs to predict)
             ) -> pd.DataFrame:
     "Read a user study CSV into mcal's validated ROI table."
     csv_path = Path(csv_path)
     try: raw = pd.read_csv(csv_path, dtype={'patient_id': str, 'roi_id': str, 'birads': str})
     except FileNotFoundError: raise AnnotationError(f'{csv_path}: file not found') from None
     except Exception as e: raise AnnotationError(f'{csv_path}: not a readable CSV ({e})') from None
+    if not require_labels and 'label' not in raw: raw['label'] = np.nan
     missing = {'patient_id', 'image_path', 'label'} - set(raw.columns)
     if missing: raise AnnotationError(f'{csv_path}: missing required column(s) {sorted(missing)}')
     root = Path(image_root) if image_root else csv_path.parent
@@ -139,17 +143,19 @@ def load_csv(csv_path,          # the study CSV
         if 'mask_path' in r: r['mask_path'] = _resolve(r['mask_path'], root)
         if pd.isna(r.get('roi_id', np.nan)): r['roi_id'] = f'{Path(str(r["image_path"])).stem}-{i}'
         if pd.isna(r.get('roi_shape', np.nan)): r['roi_shape'] = _infer_shape(r)
-        try: r['label'] = normalise_label(r['label'])
-        except LabelError as e: note.append(f'{e}'); r['pathology'] = r['label']
-        else: r.setdefault('pathology', r['label'])
+        if not require_labels and pd.isna(r['label']): r['pathology'] = np.nan
+        else:
+            try: r['label'] = normalise_label(r['label'])
+            except LabelError as e: note.append(f'{e}'); r['pathology'] = r['label']
+            else: r.setdefault('pathology', r['label'])
         try: r['birads'] = normalise_birads(r.get('birads'))
         except LabelError as e: note.append(str(e))
         r.setdefault('lesion_type', 'calcification'); r.setdefault('source', source or csv_path.stem)
         r['issue'] = '; '.join(note)
         rows.append(r)
-    return validate_table(pd.DataFrame(rows) if rows else empty_table(), labels=labels)
+    return validate_table(pd.DataFrame(rows) if rows else empty_table(), labels=labels, require_labels=require_labels)
 
-# %% ../nbs/03_datasets.ipynb #c019
+# %% ../nbs/03_datasets.ipynb #c021
 MIAS_CLASSES = dict(CALC='calcification', CIRC='circumscribed mass', SPIC='spiculated mass', MISC='ill-defined mass',
                     ARCH='architectural distortion', ASYM='asymmetry', NORM='normal')
 MIAS_SPACING_MM, MIAS_SIZE = 0.2, 1024
@@ -187,7 +193,7 @@ def load_mias(folder,            # folder with Info.txt and mdbNNN.pgm or .png
         rows.append(r)
     return validate_table(pd.DataFrame(rows), labels=LABELS + ('normal',))
 
-# %% ../nbs/03_datasets.ipynb #c021
+# %% ../nbs/03_datasets.ipynb #c023
 def flag_off_breast(df:pd.DataFrame) -> pd.DataFrame:
     "Add an issue to circle/box rows whose centre is not on breast tissue (reads each image once)."
     from mcal.dicom import read_mammogram, breast_mask
@@ -205,7 +211,7 @@ def flag_off_breast(df:pd.DataFrame) -> pd.DataFrame:
                 df.loc[i, 'issue'] = f'annotated centre ({cx:.0f}, {cy:.0f}) is not on breast tissue'
     return df
 
-# %% ../nbs/03_datasets.ipynb #c023
+# %% ../nbs/03_datasets.ipynb #c025
 def shared_data_dir() -> Path | None:
     "The `shared/data` folder beside the project checkout (or $MCAL_DATA), if present."
     import os
@@ -215,7 +221,7 @@ def shared_data_dir() -> Path | None:
     candidates += [p / 'shared' / 'data' for p in [here, *here.parents]]
     return next((c for c in candidates if (c / 'mias' / 'Info.txt').exists() or (c / 'cbis_ddsm_meta').exists()), None)
 
-# %% ../nbs/03_datasets.ipynb #c028
+# %% ../nbs/03_datasets.ipynb #c030
 CBIS_DDSM_NOMINAL_SPACING_MM = 0.05
 
 def _cbis_rows(csv_path:Path):
@@ -240,7 +246,7 @@ def _cbis_rows(csv_path:Path):
     out['birads'] = out['birads'].map(normalise_birads)
     return out
 
-# %% ../nbs/03_datasets.ipynb #c029
+# %% ../nbs/03_datasets.ipynb #c031
 def _find_dicom(root:Path, rel:str) -> Path | None:
     "The TCIA file a CSV path names: the path itself, else a .dcm under the same top folder in the same series."
     p = root / rel
@@ -294,7 +300,7 @@ def load_cbis_ddsm(csvs,                    # case-description CSV path(s), or a
         df.loc[i, ['mask_path', 'x0', 'y0', 'x1', 'y1']] = [str(mask), *box]
     return validate_table(df)
 
-# %% ../nbs/03_datasets.ipynb #c033
+# %% ../nbs/03_datasets.ipynb #c035
 def load_folder_classes(root,                      # folder with one sub-folder per class
                         patient_pattern=r'^([^_]+)_',  # regex on the file name; group 1 = patient id
                         label_map=None,            # e.g. {'benign': 'no cancer', 'malignant': 'cancer'}

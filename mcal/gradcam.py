@@ -16,7 +16,7 @@ from .learner import body_layer, _normalise
 
 # %% auto #0
 __all__ = ['CAM_METHODS', 'LogOddsTarget', 'CamExplainer', 'show_cam', 'save_cam_png', 'pointing_hit', 'energy_inside',
-           'centre_gaussian', 'localisation', 'localisation_summary', 'explain_rows']
+           'centre_gaussian', 'localisation', 'localisation_summary', 'explain_rows', 'member_cams']
 
 # %% ../nbs/08_gradcam.ipynb #c006
 class LogOddsTarget:
@@ -111,17 +111,19 @@ def localisation(cams:np.ndarray, masks:np.ndarray, sigma_fraction=0.25) -> pd.D
                              baseline_energy=[energy_inside(base, m) for m in masks],
                              lesion_fraction=[float(m.mean()) for m in masks]))
 
-def _wilson(k, n, z=1.96):
+def _wilson(k, n):
+    "Wilson 95 % interval of k hits in n (scipy's binomtest)."
+    from scipy.stats import binomtest
     if n == 0: return (np.nan, np.nan)
-    p = k / n; d = 1 + z * z / n; c = (p + z * z / (2 * n)) / d; h = z * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / d
-    return (c - h, c + h)
+    ci = binomtest(k, n).proportion_ci(method='wilson'); return (ci.low, ci.high)
 
 def _mean_ci(v):
+    "Mean and t-based 95 % interval of the finite values of `v`."
     from scipy import stats
     v = np.asarray(v, float); v = v[np.isfinite(v)]
     if len(v) < 2: return (float(v.mean()) if len(v) else np.nan, np.nan, np.nan)
-    h = stats.t.ppf(0.975, len(v) - 1) * v.std(ddof=1) / np.sqrt(len(v))
-    return (float(v.mean()), float(v.mean() - h), float(v.mean() + h))
+    lo, hi = stats.t.interval(0.95, len(v) - 1, loc=v.mean(), scale=stats.sem(v))
+    return (float(v.mean()), float(lo), float(hi))
 
 def localisation_summary(scores:pd.DataFrame, correct=None) -> pd.DataFrame:
     "N, pointing-game rate (Wilson CI), mean energy inside (t CI), for maps and baseline; all/correct/wrong."
@@ -140,9 +142,22 @@ def localisation_summary(scores:pd.DataFrame, correct=None) -> pd.DataFrame:
 def explain_rows(table:pd.DataFrame,     # rows with `patch_path`
                  model, stats, method='gradcam', category=1) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     "(patches, masks, cams) for the rows of `table` from one model."
+    return member_cams([(model, dict(stats=stats))], table, method, category)
+
+def member_cams(models,                  # (model, config) pairs, e.g. from `load_model`
+                table:pd.DataFrame,      # rows with `patch_path`
+                method='gradcam', category=1, progress=False) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    "(patches, masks, cams) for the rows of `table`, each patch read once and the maps averaged over `models`."
     from mcal.data import load_patch
     loaded = [load_patch(p) for p in table.patch_path]
-    patches = np.stack([p for p, _ in loaded]) if loaded else np.zeros((0, 1, 1), np.float32)
-    masks = np.stack([m for _, m in loaded]).astype(bool) if loaded else np.zeros((0, 1, 1), bool)
-    with CamExplainer(model, stats, method) as explain: cams = explain(patches, category)
-    return patches, masks, cams
+    if not loaded: return np.zeros((0, 1, 1), np.float32), np.zeros((0, 1, 1), bool), np.zeros((0, 1, 1), np.float32)
+    patches, masks = np.stack([p for p, _ in loaded]), np.stack([m for _, m in loaded]).astype(bool)
+    cams = np.zeros(patches.shape, np.float32)
+    for model, cfg in models:
+        with CamExplainer(model, cfg['stats'], method) as explain:
+            starts = range(0, len(patches), explain.batch_size)
+            if progress:
+                from fastprogress.fastprogress import progress_bar
+                starts = progress_bar(starts)
+            for i in starts: cams[i:i + explain.batch_size] += explain(patches[i:i + explain.batch_size], category)
+    return patches, masks, cams / len(models)

@@ -81,10 +81,8 @@ def _torchvision_files(name):
 def _online(host='download.pytorch.org', timeout=2.0) -> bool:
     "Whether `host` resolves and accepts a connection within `timeout` seconds."
     try:
-        socket.setdefaulttimeout(timeout)
         with socket.create_connection((host, 443), timeout=timeout): return True
     except OSError: return False
-    finally: socket.setdefaulttimeout(None)
 
 def read_state_dict(path) -> dict:
     "A state dict from a `.safetensors` or torch file, loaded without unpickling code objects."
@@ -195,13 +193,9 @@ def mcal_splitter(model:nn.Sequential) -> list:
     return [params(body[a:b]) for a, b in zip(cuts[:-1], cuts[1:])] + [params(model[1])]
 
 def body_layer(model:nn.Sequential) -> nn.Module:
-    "The last block of the body: the layer whose activations Grad-CAM weighs."
-    last = model[0][-1]
-    if isinstance(last, nn.Identity) or not any(True for _ in last.parameters()) or not isinstance(last, nn.Sequential):
-        for m in reversed(model[0]):
-            if isinstance(m, nn.Sequential) and len(m): return m[-1]
-        return last
-    return last[-1]
+    "The last block of the body's last stage: the layer whose activations Grad-CAM weighs."
+    stages = [m for m in model[0] if isinstance(m, nn.Sequential) and len(m)]   # skips conv_head, bn2, Identity
+    return stages[-1][-1] if stages else model[0][-1]
 
 # %% ../nbs/05_learner.ipynb #c023
 def cpu_supports_bf16() -> bool:

@@ -16,8 +16,8 @@ from .datasets import normalise_birads, normalise_label
 # %% auto #0
 __all__ = ['BIRADS_SCORE', 'BIOPSY_THRESHOLD', 'as_binary', 'placements', 'auc', 'delong_variance', 'auc_ci', 'delong_paired',
            'delong_unpaired', 'roc_points', 'binary_metrics', 'OperatingPoint', 'birads_score', 'patient_bootstrap',
-           'brier', 'reliability', 'expected_calibration_error', 'fit_recalibration', 'results_table', 'roc_figure',
-           'reader_analysis']
+           'brier', 'reliability', 'expected_calibration_error', 'fit_recalibration', 'results_table', 'reader_points',
+           'roc_figure', 'reader_analysis']
 
 # %% ../nbs/07_metrics.ipynb #c006
 def as_binary(labels) -> np.ndarray:
@@ -222,6 +222,13 @@ def results_table(labels, model_scores, reader_birads, patient_ids=None,
     return table
 
 # %% ../nbs/07_metrics.ipynb #c034
+def reader_points(labels, reader_birads, zero='exclude') -> pd.DataFrame:
+    "The reader's operating points: (category, fpr, tpr) when 'BI-RADS ≥ category' means malignant."
+    y, r = as_binary(labels), birads_score(reader_birads, zero=zero); k = np.isfinite(r)
+    if not k.any(): return pd.DataFrame(columns=['category', 'fpr', 'tpr'])
+    ms = [(c, binary_metrics(y[k], r[k], v)) for c, v in BIRADS_SCORE.items() if c != '4' and v > r[k].min()]
+    return pd.DataFrame(dict(category=[c for c, _ in ms], fpr=[1 - m['specificity'] for _, m in ms], tpr=[m['sensitivity'] for _, m in ms]))
+
 def roc_figure(labels, model_scores, reader_birads=None, threshold=None, title='ROC', zero='exclude'):
     "A plotly ROC of the model with the reader's BI-RADS operating points (and the model's threshold)."
     import plotly.graph_objects as go
@@ -230,11 +237,10 @@ def roc_figure(labels, model_scores, reader_birads=None, threshold=None, title='
     fig = go.Figure(go.Scatter(x=pts.fpr, y=pts.tpr, mode='lines', name=f'model AUC {a:.2f} [{lo:.2f}, {hi:.2f}]', line_shape='hv'))
     if reader_birads is not None:
         r = birads_score(reader_birads, zero=zero); k = np.isfinite(r)
-        cats = [(c, v) for c, v in BIRADS_SCORE.items() if c != '4']
-        pts_r = [(c, binary_metrics(y[k], r[k], v)) for c, v in cats if v > r[k].min()]
+        pts_r = reader_points(y, reader_birads, zero)
         ra, rlo, rhi = auc_ci(y[k], r[k])
-        fig.add_scatter(x=[1 - m['specificity'] for _, m in pts_r], y=[m['sensitivity'] for _, m in pts_r], mode='markers+text+lines',
-                        text=[f'≥{c}' for c, _ in pts_r], textposition='bottom right', name=f'reader BI-RADS AUC {ra:.2f} [{rlo:.2f}, {rhi:.2f}]')
+        fig.add_scatter(x=pts_r.fpr, y=pts_r.tpr, mode='markers+text+lines', text=[f'≥{c}' for c in pts_r.category],
+                        textposition='bottom right', name=f'reader BI-RADS AUC {ra:.2f} [{rlo:.2f}, {rhi:.2f}]')
     if threshold is not None:
         m = binary_metrics(y, s, threshold.threshold if isinstance(threshold, OperatingPoint) else threshold)
         fig.add_scatter(x=[1 - m['specificity']], y=[m['sensitivity']], mode='markers', marker_size=12, name=f'model at {m["threshold"]:.2f}')

@@ -131,16 +131,13 @@ class CamBrowser:
     def cam(self, roi_id, method='gradcam'):
         "(patch, mask, cam) for one case, the cam averaged over its members."
         from mcal.learner import load_model
-        from mcal.gradcam import explain_rows
+        from mcal.gradcam import member_cams
         if (roi_id, method) not in self._cams:
-            rows = self.preds[self.preds.roi_id == roi_id]
-            maps = []
             for m in self.members_for(roi_id):
                 if m not in self._models: self._models[m] = load_model(m)
-                model, cfg = self._models[m]
-                patches, masks, cams = explain_rows(rows, model, cfg['stats'], method)
-                maps.append(cams[0])
-            self._cams[(roi_id, method)] = (patches[0], masks[0], np.mean(maps, 0))
+            patches, masks, cams = member_cams([self._models[m] for m in self.members_for(roi_id)],
+                                               self.preds[self.preds.roi_id == roi_id], method)
+            self._cams[(roi_id, method)] = (patches[0], masks[0], cams[0])
         return self._cams[(roi_id, method)]
 
     def figure(self, roi_id, method='gradcam', alpha=0.45):
