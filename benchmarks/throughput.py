@@ -12,10 +12,12 @@ import argparse, platform, tempfile, time, warnings
 from pathlib import Path
 import numpy as np, pandas as pd, torch
 from fastai.vision.all import Callback
-from mcal.cli import default_study
+from mcal.synth import default_study
 from mcal.datasets import load_csv, usable
 from mcal.data import build_patches, patch_dataloaders, load_patch
-from mcal.learner import learner, get_backbone, cpu_supports_bf16, mcal_model
+from mcal.weights import get_backbone, roi_model
+from mcal.callbacks import cpu_supports_bf16
+from mcal.learner import roi_learner
 
 warnings.filterwarnings('ignore')
 OUT = Path(__file__).parent / 'results' / 'throughput.csv'
@@ -45,7 +47,7 @@ def tables(size, steps, bs, cache):
 def mcal_rate(table, valid_idx, backbone, bf16, bs, warmup):
     dls = patch_dataloaders(table, valid_idx, bs=bs, augment=False, stats=get_backbone(backbone).stats, seed=0)
     clock = Clock(warmup)
-    learn = learner(dls, backbone, weights=None, bf16=bf16, cbs=[clock], seed=0)
+    learn = roi_learner(dls, backbone, weights=None, bf16=bf16, cbs=[clock], seed=0)
     learn.unfreeze(); learn.recorder.silent = True
     with learn.no_bar(): learn.fit(1, 1e-4)
     return clock.rate
@@ -57,7 +59,7 @@ def raw_rate(table, valid_idx, backbone, bf16, bs, warmup):
     x_all = torch.from_numpy(np.stack([load_patch(p)[0] for p in table.patch_path[:n_train]]))[:, None].expand(-1, 3, -1, -1)
     y_all = torch.tensor((table.label[:n_train] == 'malignant').values.astype(np.int64))
     torch.manual_seed(0)
-    model = mcal_model(backbone, 2, weights=None).train().to(memory_format=torch.channels_last)
+    model = roi_model(backbone, 2, weights=None).train().to(memory_format=torch.channels_last)
     opt = torch.optim.AdamW(model.parameters(), 1e-4)
     loss_fn = torch.nn.CrossEntropyLoss()
     n, t0 = 0, None

@@ -155,3 +155,38 @@ def test_batch_keeps_going_and_reports(tmp_path, pixels):
     assert 'outside' in reasons['off'] and 'not a DICOM' in reasons['notdcm'] and 'constant image' in reasons['flat']
     assert 'c.dcm' in reasons['trunc']
     assert len(list((tmp_path / 'cache').glob('*.tmp.npz'))) == 0    # nothing half-written
+
+
+def test_strict_validation_refuses_rows_that_carry_an_issue(tmp_path, pixels):
+    "strict=True raises on a row whose loader already recorded an issue, naming every such row."
+    t = _study(tmp_path, pixels, ['r1,p1,a.dcm,50,50,5,benign,2', 'r2,p1,a.dcm,50,50,5,maybe,3', 'r3,p2,missing.dcm,40,40,5,malignant,5'])
+    assert list(t.issue != '') == [False, True, True]
+    with pytest.raises(AnnotationError, match=r"2 row\(s\) with problems: row 1 \(roi_id 'r2'\): unknown label 'maybe'.*row 2 \(roi_id 'r3'\): image file not found"):
+        validate_table(t, strict=True)
+    assert len(validate_table(usable(t), strict=True)) == 1
+
+
+def test_metrics_bad_inputs_are_mcal_errors():
+    from mcal.metrics import auc, auc_ci, binary_metrics, patient_bootstrap, reliability, OperatingPoint, results_table
+    y, s = [0, 1, 0, 1], [0.1, 0.9, 0.3, 0.6]
+    with pytest.raises(MCalError, match='scores must be numbers'): auc(y, ['low', 'high', 'low', 'high'])
+    with pytest.raises(MCalError, match='not 95'): auc_ci(y, s, level=95)
+    with pytest.raises(MCalError, match='4 labels but 2 scores'): binary_metrics(y, [0.1, 0.2], 0.5)
+    with pytest.raises(MCalError, match="threshold must be a number, not 'high'"): binary_metrics(y, s, 'high')
+    with pytest.raises(MCalError, match='4 labels but 2 patient_ids'): patient_bootstrap(auc, y, s, patient_ids=['a', 'b'], n_boot=10)
+    with pytest.raises(MCalError, match='not 1.5'): patient_bootstrap(auc, y, s, n_boot=10, level=1.5)
+    with pytest.raises(MCalError, match='only one class'): patient_bootstrap(lambda yy, ss: float(ss.mean()), [0, 0, 0], [1, 2, 3], n_boot=10)
+    with pytest.raises(MCalError, match='n_bins must be a positive integer, not 0'): reliability(y, s, n_bins=0)
+    with pytest.raises(MCalError, match=r'target_sensitivity must be in \(0, 1\], not 95'): OperatingPoint.fit(y, s, 'sensitivity', 95)
+    with pytest.raises(MCalError, match='4 labels but 3 reader BI-RADS'): results_table(y, s, ['2', '5', '3'], n_boot=10)
+
+
+@pytest.mark.parametrize('kwargs,says', [(dict(n_patients=0), 'n_patients=0'), (dict(n_patients=-3), 'n_patients=-3'),
+                                         (dict(clusters_per_image=0), 'clusters_per_image=0'), (dict(shape=(448,)), r'shape=\(448,\)'),
+                                         (dict(pixel_spacing_mm=-0.1), 'pixel_spacing_mm=-0.1'),
+                                         (dict(shape=(48, 48)), r'shape=\(48, 48\) at pixel_spacing_mm=0.1: the breast is too small')])
+def test_synth_bad_arguments_are_named(tmp_path, kwargs, says):
+    from mcal.synth import make_study, add_cluster
+    with pytest.raises(MCalError, match=says): make_study(tmp_path / 'study', **kwargs)
+    assert not (tmp_path / 'study' / 'labels.csv').exists()
+    with pytest.raises(MCalError, match="kind='calcified'"): add_cluster(np.zeros((64, 64), np.float32), np.random.default_rng(0), 32, 32, 'calcified')

@@ -1,6 +1,6 @@
 """The widget notebook in a real browser: JupyterLab on localhost, headless Chromium driven by Playwright.
 
-Runs a copy of nbs/09_widgets.ipynb in JupyterLab (autosave off), moves the ROC's threshold slider, and checks that the
+Runs a copy of nbs/14_widgets.ipynb in JupyterLab (autosave off), moves the ROC's threshold slider, and checks that the
 sensitivity and specificity shown are the ones `mcal.metrics.binary_metrics` gives at the shown
 threshold. Saves a screenshot to tests/artifacts/browser_roc.png.
 Needs Debian's chromium (`apt-get install chromium`) and the playwright package; skips, saying so,
@@ -32,7 +32,8 @@ def lab():
     docs = settings / '@jupyterlab' / 'docmanager-extension'; docs.mkdir(parents=True)
     (docs / 'plugin.jupyterlab-settings').write_text('{"autosave": false}')
     root = settings / 'root'; (root / 'nbs').mkdir(parents=True)                 # a copy: the source notebook is never touched
-    shutil.copy(REPO / 'nbs' / '09_widgets.ipynb', root / 'nbs' / '09_widgets.ipynb')
+    shutil.copy(REPO / 'nbs' / '14_widgets.ipynb', root / 'nbs' / '14_widgets.ipynb')
+    (root / 'data_samples').symlink_to(REPO / 'data_samples')                   # the notebook reads ../data_samples
     env = dict(os.environ, JUPYTERLAB_SETTINGS_DIR=str(settings), JUPYTER_RUNTIME_DIR=str(settings / 'runtime'))
     log = open(settings / 'lab.log', 'w')
     proc = subprocess.Popen([sys.executable, '-m', 'jupyterlab', '--no-browser', f'--port={port}', '--ip=127.0.0.1',
@@ -55,9 +56,12 @@ def test_roc_slider_in_jupyterlab(lab):
     from playwright.sync_api import sync_playwright
     import pandas as pd
     from mcal.metrics import binary_metrics
-    from mcal.widgets import demo_predictions
+    import tempfile
+    from mcal.pipeline import run_study
     url, token = lab
-    preds = demo_predictions()                 # the table the notebook's kernel reads (cached in the temp folder)
+    # the table the notebook's kernel shows: the same call as in nbs/14_widgets.ipynb (models reused for the same request)
+    preds = run_study(REPO / 'data_samples', Path(tempfile.gettempdir()) / 'mcal_widgets_demo', size=64, epochs=4,
+                      cams=False, progress=False).predictions
     preds = preds.dropna(subset=['label', 'prob'])
     ARTIFACTS.mkdir(exist_ok=True)
     with sync_playwright() as p:
@@ -65,7 +69,7 @@ def test_roc_slider_in_jupyterlab(lab):
                                     args=['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
                                           '--disable-background-networking', '--disable-component-update', '--disable-sync'])
         page = browser.new_page(viewport={'width': 1400, 'height': 1000})
-        page.goto(f'{url}/lab/tree/nbs/09_widgets.ipynb?token={token}')
+        page.goto(f'{url}/lab/tree/nbs/14_widgets.ipynb?token={token}')
         page.wait_for_selector('.jp-Notebook', timeout=60_000)
         select = page.locator('.jp-Dialog').get_by_role('button', name='Select')
         try: select.click(timeout=10_000)             # JupyterLab asks which kernel when the notebook names none it knows

@@ -2,6 +2,7 @@
 import subprocess, sys
 from pathlib import Path
 import pandas as pd
+import pytest
 from mcal.synth import make_study
 
 
@@ -61,7 +62,7 @@ def test_predict_without_labels_and_bad_model(tmp_path):
 
 def test_demo_missing_study_is_a_clear_error(tmp_path):
     r = _mcal('demo', '--data', str(tmp_path / 'nowhere'), '--out', str(tmp_path / 'rep'))
-    assert r.returncode == 2 and 'labels.csv: file not found' in r.stderr
+    assert r.returncode == 2 and 'nowhere: no such file or folder' in r.stderr and 'Traceback' not in r.stderr
 
 
 def test_synth_command(tmp_path):
@@ -78,3 +79,88 @@ def test_data_samples_are_what_the_generator_writes(tmp_path):
     t = make_study(tmp_path / 'again', n_patients=cfg['n_patients'], clusters_per_image=cfg['clusters_per_image'],
                    shape=tuple(cfg['shape']), pixel_spacing_mm=cfg['pixel_spacing_mm'], seed=cfg['seed'])
     pd.testing.assert_frame_equal(t, pd.read_csv(repo / 'data_samples' / 'labels.csv'), check_dtype=False)
+
+
+def _study_csv(tmp_path, drop=(), name='study.csv'):
+    "data_samples/labels.csv with absolute image paths, without the columns in `drop`."
+    repo = Path(__file__).resolve().parent.parent
+    rows = pd.read_csv(repo / 'data_samples' / 'labels.csv').drop(columns=list(drop))
+    rows['image_path'] = [str(repo / 'data_samples' / p) for p in rows.image_path]
+    rows.to_csv(tmp_path / name, index=False)
+    return tmp_path / name
+
+
+QUICK = ('--size', '64', '--epochs', '1', '--folds', '2', '--quiet')
+
+
+@pytest.fixture(scope='module')
+def trained(tmp_path_factory):
+    "A small ensemble trained by `mcal demo` (resnet18, random start), for the predict tests."
+    out = tmp_path_factory.mktemp('trained')
+    r = _mcal('demo', '--data', str(_study_csv(out)), '--out', str(out / 'rep'), '--backbone', 'resnet18', '--weights', 'none', *QUICK)
+    assert r.returncode == 0, r.stderr
+    return out / 'rep'
+
+
+def test_demo_twice_into_one_folder_with_two_backbones(tmp_path):
+    "A model is reused only for its own request: the second run retrains, and its report and members say resnet18."
+    import json
+    study = _study_csv(tmp_path)
+    r1 = _mcal('demo', '--data', str(study), '--out', str(tmp_path / 'rep'), *QUICK)
+    assert r1.returncode == 0, r1.stderr
+    first = {p.name: json.loads((p / 'config.json').read_text())['backbone'] for p in (tmp_path / 'rep' / 'models' / 'members').iterdir()}
+    assert set(first.values()) == {'tf_efficientnet_lite0'}
+    r2 = _mcal('demo', '--data', str(study), '--out', str(tmp_path / 'rep'), '--backbone', 'resnet18', '--weights', 'none', *QUICK)
+    assert r2.returncode == 0, r2.stderr
+    members = sorted((tmp_path / 'rep' / 'models' / 'members').glob('*/config.json'))
+    assert len(members) == 2 and {json.loads(p.read_text())['backbone'] for p in members} == {'resnet18'}
+    assert json.loads((tmp_path / 'rep' / 'models' / 'stage1' / 'config.json').read_text())['backbone'] == 'resnet18'
+    assert 'backbone resnet18' in (tmp_path / 'rep' / 'report.md').read_text()
+
+
+@pytest.mark.parametrize('drop', [(), ('birads',), ('view',), ('laterality',), ('pixel_spacing_mm',),
+                                  ('birads', 'view', 'laterality', 'pixel_spacing_mm')])
+def test_demo_ingests_with_and_without_optional_columns(tmp_path, drop):
+    r = _mcal('demo', '--data', str(_study_csv(tmp_path, drop)), '--out', str(tmp_path / 'rep'), '--size', '64', '--no-train', '--quiet')
+    assert r.returncode == 0, r.stderr
+    cut, skipped = pd.read_csv(tmp_path / 'rep' / 'rois.csv'), pd.read_csv(tmp_path / 'rep' / 'skipped.csv')
+    if 'pixel_spacing_mm' in drop:      # the PNG images carry no spacing of their own: their rows are skipped, saying why
+        png = cut.image_path.str.endswith('.png')
+        assert png.any() and cut[~png].patch_path.notna().all() and set(skipped.item) == set(cut[png].roi_id)
+        assert skipped.reason.str.contains('spacing').all()
+    else: assert cut.patch_path.notna().sum() == 32 and len(skipped) == 0
+
+
+def test_demo_trains_without_a_reader_column(tmp_path):
+    "The common case of a user's CSV: labels but no reader BI-RADS; the report has the model's row alone."
+    r = _mcal('demo', '--data', str(_study_csv(tmp_path, ['birads'])), '--out', str(tmp_path / 'rep'), '--backbone', 'resnet18',
+              '--weights', 'none', *QUICK)
+    assert r.returncode == 0, r.stderr
+    assert list(pd.read_csv(tmp_path / 'rep' / 'results.csv').who) == ['model']
+    assert (tmp_path / 'rep' / 'roc.png').stat().st_size > 5_000
+
+
+@pytest.mark.parametrize('drop', [(), ('birads',), ('view',), ('laterality',), ('pixel_spacing_mm',), ('label',),
+                                  ('label', 'birads', 'view', 'laterality', 'pixel_spacing_mm')])
+def test_predict_with_and_without_optional_columns(trained, tmp_path, drop):
+    "`mcal predict` on a CSV with or without labels, reader, view, laterality and spacing: a report, never a traceback."
+    r = _mcal('predict', str(trained), str(_study_csv(tmp_path, drop)), '--out', str(tmp_path / 'pred'), '--no-cams', '--no-tta')
+    assert r.returncode == 0, r.stderr
+    assert 'Traceback' not in r.stderr
+    pred, skipped = pd.read_csv(tmp_path / 'pred' / 'predictions.csv'), pd.read_csv(tmp_path / 'pred' / 'skipped.csv')
+    assert len(pred) + len(skipped) == 32 and pred.prob.between(0, 1).all()
+    assert len(skipped) == (6 if 'pixel_spacing_mm' in drop else 0)     # PNG rows need the spacing column; DICOMs carry theirs
+    html = (tmp_path / 'pred' / 'report.html').read_text()
+    assert ('AUC' in html) == ('label' not in drop)
+    assert ('no reader BI-RADS column' in html) == ('birads' in drop and 'label' not in drop)
+    assert 'fitted when the ensemble was trained' in html
+
+
+def test_predict_reports_a_bad_row_and_goes_on(trained, tmp_path):
+    study = _study_csv(tmp_path)
+    rows = pd.read_csv(study, dtype=str); rows.loc[3, 'label'] = 'unknwon'; rows.loc[5, 'x'] = 'left'; rows.to_csv(study, index=False)
+    r = _mcal('predict', str(trained), str(study), '--out', str(tmp_path / 'pred'), '--no-cams', '--no-tta')
+    assert r.returncode == 0, r.stderr
+    skipped = pd.read_csv(tmp_path / 'pred' / 'skipped.csv')
+    assert set(skipped.item) == {rows.roi_id[3], rows.roi_id[5]}
+    assert len(pd.read_csv(tmp_path / 'pred' / 'predictions.csv')) == 30

@@ -139,3 +139,27 @@ def test_calibration_against_definitions():
     assert brier(y, p) == pytest.approx(np.mean((p - y) ** 2))
     # two bins of width 0.5: {0.1, 0.4} observed 0, {0.6, 0.9} observed 1
     assert expected_calibration_error(y, p, n_bins=2) == pytest.approx(0.5 * 0.25 + 0.5 * 0.25)
+
+
+def test_delong_paired_ci_follows_level():
+    "The interval of the difference is difference ± z(level)·se, with se from the paired covariance; z and p do not move."
+    y, a = _data(13)
+    b = a + np.random.default_rng(14).normal(size=len(a))
+    widths = {}
+    for level in (0.80, 0.95, 0.99):
+        r = delong_paired(y, a, b, level=level)
+        c = r['covariance']; se = np.sqrt(c[0, 0] + c[1, 1] - 2 * c[0, 1])
+        z = stats.norm.ppf(0.5 + level / 2)
+        assert (r['ci_low'], r['ci_high']) == pytest.approx((r['difference'] - z * se, r['difference'] + z * se), rel=1e-12)
+        widths[level] = r['ci_high'] - r['ci_low']
+    assert widths[0.80] < widths[0.95] < widths[0.99]
+    assert delong_paired(y, a, b, level=0.99)['p'] == delong_paired(y, a, b)['p']
+    with pytest.raises(MCalError, match='level must be a confidence between 0 and 1'): delong_paired(y, a, b, level=95)
+
+
+def test_birads_zero_only_documented_values():
+    assert np.isnan(birads_score(['0'])[0]) and birads_score(['0'], zero='suspicious')[0] == 4.0
+    for bad in ('include', 'Suspicious', None, 4):
+        with pytest.raises(MCalError, match=f'zero={bad!r}'): birads_score(['2', '0'], zero=bad)
+    y = [0, 1, 0, 1]
+    with pytest.raises(MCalError, match="zero='recall'"): results_table(y, [0.1, 0.9, 0.2, 0.8], ['2', '5', '3', '0'], zero='recall', n_boot=10)
