@@ -25,7 +25,7 @@ import argparse, json, time, warnings
 from pathlib import Path
 import numpy as np, pandas as pd
 from scipy import ndimage
-warnings.filterwarnings('ignore')
+for category in (FutureWarning, DeprecationWarning): warnings.filterwarnings('ignore', category=category)   # libraries' deprecation notices; mcal's own warnings stay visible
 from mcal.datasets import load_folder_classes, mias_tables, shared_data_dir
 from mcal.data import build_patches, grouped_cv, patch_dataloaders, load_patch
 from mcal.weights import get_backbone

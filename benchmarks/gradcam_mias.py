@@ -13,7 +13,7 @@ derived from the data is written.
 import argparse, time, warnings
 from pathlib import Path
 import pandas as pd
-warnings.filterwarnings('ignore')
+for category in (FutureWarning, DeprecationWarning): warnings.filterwarnings('ignore', category=category)   # libraries' deprecation notices; mcal's own warnings stay visible
 from mcal.datasets import mias_tables, shared_data_dir
 from mcal.data import build_patches
 from mcal.inference import load_model, predict

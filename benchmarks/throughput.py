@@ -19,7 +19,7 @@ from mcal.weights import get_backbone, roi_model
 from mcal.callbacks import cpu_supports_bf16
 from mcal.learner import roi_learner
 
-warnings.filterwarnings('ignore')
+for category in (FutureWarning, DeprecationWarning): warnings.filterwarnings('ignore', category=category)   # libraries' deprecation notices; mcal's own warnings stay visible
 OUT = Path(__file__).parent / 'results' / 'throughput.csv'
 
 

@@ -4,7 +4,7 @@
 
 # %% ../nbs/06_callbacks.ipynb #c003
 from __future__ import annotations
-import copy, json, re, time
+import copy, json, re, time, warnings
 from pathlib import Path
 import numpy as np
 import torch
@@ -33,7 +33,7 @@ def bf16_is_faster(model:nn.Module, # the model to time (copied; the original is
                    key=None         # cache the verdict under this key, e.g. (backbone, size)
                   ) -> bool:
     "Time a training step of `model` in float32 and in bf16 autocast on this CPU; True if bf16 is ≥ 15 % faster."
-    if key in _BF16_PROBES: return _BF16_PROBES[key]
+    if key is not None and key in _BF16_PROBES: return _BF16_PROBES[key]
     probe = copy.deepcopy(model).train().to(memory_format=torch.channels_last)
     x = torch.randn(batch, 3, size, size).contiguous(memory_format=torch.channels_last)
     def step(bf16):
@@ -43,8 +43,9 @@ def bf16_is_faster(model:nn.Module, # the model to time (copied; the original is
     for bf16 in (False, True):
         step(bf16)                                        # warm-up: oneDNN picks its kernels
         t0 = time.perf_counter(); step(bf16); step(bf16); times[bf16] = time.perf_counter() - t0
-    _BF16_PROBES[key] = times[True] < 0.85 * times[False]
-    return _BF16_PROBES[key]
+    faster = times[True] < 0.85 * times[False]
+    if key is not None: _BF16_PROBES[key] = faster     # without a key nothing is cached: another model gets its own probe
+    return faster
 
 # %% ../nbs/06_callbacks.ipynb #c010
 class BF16Autocast(Callback):
@@ -96,17 +97,19 @@ def resume_point(folder, request:dict=None) -> dict|None:
     if json.loads(json.dumps(plain(request or {}), default=str)) != saved.get('request', {}): return None
     return dict(phase=saved['phase'], epochs_done=saved['epochs_done'])
 
-def load_checkpoint(learn, folder):
-    "Put the model and optimiser state of `folder`'s last checkpoint into `learn`."
+def load_checkpoint(learn, folder, optimiser=True):
+    "Put the model (and optimiser) state of `folder`'s last checkpoint into `learn`."
     state = torch.load(Path(folder) / 'last.pth', map_location='cpu', weights_only=True)
     learn.model.load_state_dict(state['model'])
-    learn.opt.load_state_dict(state['opt'])
+    if optimiser: learn.opt.load_state_dict(state['opt'])
 
 # %% ../nbs/06_callbacks.ipynb #c015
 def _auc_or_nan(preds, targs):
     from sklearn.metrics import roc_auc_score
     targs = np.asarray(targs).astype(int)
-    return float(roc_auc_score(targs, np.asarray(preds))) if 0 < targs.sum() < len(targs) else float('nan')
+    if 0 < targs.sum() < len(targs): return float(roc_auc_score(targs, np.asarray(preds)))
+    warnings.warn('auc shown as nan: the validation set holds one class only, and an AUC needs both', stacklevel=2)
+    return float('nan')
 
 def malignant_auc():
     "fastai metric: AUC of the last class's probability; NaN when a validation set holds only one class."

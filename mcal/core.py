@@ -10,7 +10,7 @@ import pandas as pd
 
 # %% auto #0
 __all__ = ['MCalError', 'ImageFileError', 'DicomError', 'AnnotationError', 'LabelError', 'SplitLeakError', 'WeightsError',
-           'BatchResult', 'run_batch']
+           'BatchResult', 'run_batch', 'NotebookFigure']
 
 # %% ../nbs/00_core.ipynb #c006
 class MCalError(Exception):
@@ -75,3 +75,12 @@ def run_batch(fn,            # called as `fn(item)` for each item
         res.results.append(out); res.done.append(item)
     if skipped: res.skipped = pd.DataFrame(skipped, columns=['item', 'error', 'reason'])
     return res
+
+# %% ../nbs/00_core.ipynb #c015
+from matplotlib.figure import Figure
+
+class NotebookFigure(Figure):
+    "A matplotlib `Figure` made without pyplot that Jupyter displays as a PNG."
+    def _repr_png_(self) -> bytes:
+        import io
+        buf = io.BytesIO(); self.savefig(buf, format='png', bbox_inches='tight'); return buf.getvalue()

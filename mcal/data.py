@@ -56,9 +56,16 @@ def paper_split(df:pd.DataFrame,        # ROI table (usable rows)
     return pd.Series(side, index=df.index, name='split')
 
 # %% ../nbs/04_data.ipynb #c012
-def grouped_cv(df:pd.DataFrame, n_splits=5, n_repeats=1, seed=0, label_col='label', patient_col='patient_id'):
+def grouped_cv(df:pd.DataFrame,      # table with labels and patient ids
+               n_splits=5,            # folds per repeat (at least 2, at most the patients of the rarer class)
+               n_repeats=1,           # repeats with other shuffles
+               seed=0, label_col='label', patient_col='patient_id'):
     "List of (repeat, fold, train_index, valid_index) for repeated patient-grouped stratified k-fold."
     from sklearn.model_selection import StratifiedGroupKFold
+    per_class = df.groupby(label_col)[patient_col].nunique()
+    if not 2 <= n_splits <= len(set(df[patient_col])) or len(per_class) < 2:
+        raise AnnotationError(f'{n_splits} patient-grouped folds cannot be made from {df[patient_col].nunique()} patients '
+                              f'({per_class.to_dict()} per class): use 2 to {max(2, df[patient_col].nunique())} folds and two classes')
     folds = []
     for r in range(n_repeats):
         cv = StratifiedGroupKFold(n_splits=n_splits, shuffle=True, random_state=seed + r)

@@ -4,7 +4,7 @@
 
 # %% ../nbs/09_ensemble.ipynb #c003
 from __future__ import annotations
-import time, warnings
+import shutil, time, warnings
 from pathlib import Path
 import numpy as np
 import pandas as pd
@@ -12,7 +12,9 @@ from .core import *
 from .data import grouped_cv, patch_dataloaders, check_no_leak
 from .weights import get_backbone
 from .inference import save_model, load_model, predict, read_config, reusable
-from .learner import roi_learner, transfer, fine_tune, data_fingerprint
+from .learner import roi_learner, transfer, fine_tune, data_fingerprint, weights_id
+from .inference import file_digest
+from .roi import DEFAULT_FIELD_OF_VIEW_MM
 
 # %% auto #0
 __all__ = ['PRED_COLUMNS', 'train_member', 'positive_index', 'member_probs', 'ensemble_predictions', 'model_members',
@@ -26,25 +28,32 @@ def train_member(table:pd.DataFrame,     # patch table (from `build_patches`) wi
                  backbone='resnext50_32x4d', weights='imagenet',
                  epochs=8, frozen_epochs=2, lr=1e-3, lr_mult=100, bs=16, seed=0, bf16='auto',
                  vocab=('benign', 'malignant'),
+                 field_of_view_mm=DEFAULT_FIELD_OF_VIEW_MM, # the patches' side in mm (saved, so `predict_rois` cuts the same)
                  on_mismatch='error'     # a folder trained for another request: 'error' or 'retrain'
                 ) -> Path:
     "Train (or reuse for the same request, or resume) one ensemble member and save it in `folder`."
     folder = Path(folder)
     s1 = read_config(stage1) if stage1 else None
+    intents = sorted(set(table.presentation_intent.dropna()) - {''}) if 'presentation_intent' in table else []
     stats = s1['stats'] if s1 else get_backbone(backbone).stats
     dls = patch_dataloaders(table, valid_idx, bs=bs, vocab=list(vocab), stats=stats, seed=seed)
     request = dict(stage='target', backbone=s1['backbone'] if s1 else get_backbone(backbone).name,
-                   weights=None if s1 else str(weights), stage1=s1.get('request') if s1 else None, classes=list(vocab),
-                   epochs=epochs, frozen_epochs=frozen_epochs, lr=lr, lr_mult=lr_mult, bs=bs, seed=seed, data=data_fingerprint(dls))
+                   weights=None if s1 else weights_id(weights), stage1=file_digest(Path(stage1) / 'model.safetensors') if s1 else None,
+                   classes=list(vocab), field_of_view_mm=field_of_view_mm, epochs=epochs, frozen_epochs=frozen_epochs, lr=lr,
+                   lr_mult=lr_mult, bs=bs, seed=seed, bf16=str(bf16), data=data_fingerprint(dls))
     if reusable(folder, request, on_mismatch): return folder
     with warnings.catch_warnings():
         warnings.filterwarnings('ignore', message='.*(Only one class|No positive samples|No negative samples).*')  # tiny folds
-        learn = transfer(stage1, dls, bf16=bf16, seed=seed) if stage1 else roi_learner(dls, backbone, weights, bf16=bf16, seed=seed)
+        kw = dict(bf16=bf16, seed=seed, field_of_view_mm=field_of_view_mm)
+        learn = transfer(stage1, dls, **kw) if stage1 else roi_learner(dls, backbone, weights, **kw)
         learn.recorder.silent = True
         with learn.no_bar(), learn.no_logging():
             fine_tune(learn, epochs, lr, frozen_epochs, lr_mult, checkpoint_dir=folder / 'checkpoints', seed=seed, request=request)
-    learn.config.update(stage='target', request=request, valid_roi_ids=list(table.iloc[list(valid_idx)].roi_id.astype(str)))
-    return save_model(learn.model, learn.config, folder)
+    learn.config.update(stage='target', request=request, valid_roi_ids=list(table.iloc[list(valid_idx)].roi_id.astype(str)),
+                        presentation_intent=intents[0] if intents else None)
+    save_model(learn.model, learn.config, folder)
+    shutil.rmtree(folder / 'checkpoints', ignore_errors=True)       # finished: the model folder is the result
+    return folder
 
 # %% ../nbs/09_ensemble.ipynb #c008
 PRED_COLUMNS = ['roi_id', 'patient_id', 'label', 'birads', 'prob']
@@ -72,13 +81,14 @@ def ensemble_predictions(members,             # member folders
 
 # %% ../nbs/09_ensemble.ipynb #c010
 def model_members(model) -> list[Path]:
-    "The member folders of `model`: one saved model, a folder of them, or a report folder."
+    "The ROI-classifier member folders of `model`: one saved model, a folder of them, or a report folder (stage-1 models excluded)."
     model = Path(model)
     if (model / 'config.json').exists(): return [model]
-    for folder in (model, model / 'models' / 'members'):
-        found = sorted(p.parent for p in folder.glob('*/config.json')) if folder.exists() else []
+    for folder in (model / 'models' / 'members', model / 'members', model):
+        found = sorted(p.parent for p in folder.glob('*/config.json')) if folder.is_dir() else []
+        found = [m for m in found if read_config(m).get('stage') != 'intermediate']
         if found: return found
-    raise WeightsError(f'{model}: no saved mcal model (a folder with config.json and model.safetensors, or a folder of them)')
+    raise WeightsError(f'{model}: no saved mcal ROI model (a folder with config.json and model.safetensors, or a folder of them)')
 
 # %% ../nbs/09_ensemble.ipynb #c012
 def cross_validate(table:pd.DataFrame,      # training patch table

@@ -15,8 +15,9 @@ from .weights import body_layer
 from .inference import normalise_patches, model_state, load_model
 
 # %% auto #0
-__all__ = ['CAM_METHODS', 'LogOddsTarget', 'CamExplainer', 'show_cam', 'save_cam_png', 'pointing_hit', 'energy_inside',
-           'centre_gaussian', 'localisation', 'localisation_summary', 'explain_rows', 'member_cams', 'write_cams']
+__all__ = ['CAM_METHODS', 'LogOddsTarget', 'CamExplainer', 'show_cam', 'cam_figure', 'save_cam_png', 'pointing_hit',
+           'energy_inside', 'centre_gaussian', 'localisation', 'localisation_summary', 'explain_rows', 'member_cams',
+           'write_cams']
 
 # %% ../nbs/11_gradcam.ipynb #c006
 class LogOddsTarget:
@@ -77,16 +78,32 @@ def show_cam(patch:np.ndarray, cam:np.ndarray, mask:np.ndarray=None, alpha=0.45,
     if title: ax.set_title(title, fontsize=8)
     return ax
 
-def save_cam_png(path, patch, cam, mask=None, title=None, alpha=0.45):
-    "Write a CAM overlay PNG atomically (never a half-written file); no pyplot state is touched."
-    from matplotlib.figure import Figure
-    fig = Figure(figsize=(3, 3)); ax = fig.subplots()
-    show_cam(patch, cam, mask, alpha, title, ax)
+def cam_figure(patch:np.ndarray,          # grey patch in [0, 1]
+               cam:np.ndarray,            # map in [0, 1], same shape
+               mask:np.ndarray=None,      # the annotated lesion
+               title=None,                # the figure's title (case, truth, prediction)
+               explains='malignant',      # the class whose score the map explains, printed on the colour scale
+               alpha=0.45, size=3.4):
+    "Raw patch, patch with the annotation, and the CAM overlay with its colour scale, side by side, as a `Figure`."
+    from matplotlib.cm import ScalarMappable
+    from matplotlib.colors import Normalize
+    fig = NotebookFigure(figsize=(3 * size + 0.9, size + 0.6)); axs = fig.subplots(1, 3)
+    for ax, name in zip(axs, ('patch', 'annotation', f'map: why "{explains}"')):
+        ax.imshow(patch, cmap='gray', vmin=0, vmax=1); ax.set_title(name, fontsize=10); ax.axis('off')
+    if mask is not None and mask.any(): axs[1].contour(mask, levels=[0.5], colors='orange', linewidths=1.5)
+    show_cam(patch, cam, mask, alpha, ax=axs[2]); axs[2].set_title(f'map: why "{explains}"', fontsize=10)
+    fig.colorbar(ScalarMappable(Normalize(0, 1), 'jet'), ax=axs[2], fraction=0.046, pad=0.03, label=f'relevance to "{explains}"')
+    if title: fig.suptitle(title, fontsize=11)
+    return fig
+
+def save_cam_png(path, patch, cam, mask=None, title=None, explains='malignant', alpha=0.45):
+    "Write `cam_figure` as a PNG atomically (never a half-written file); no pyplot state is touched."
+    fig = cam_figure(patch, cam, mask, title, explains, alpha)
     path = Path(path); tmp = path.with_name(path.stem + '.tmp.png')
-    fig.savefig(tmp, dpi=80, bbox_inches='tight'); tmp.replace(path)
+    fig.savefig(tmp, dpi=90, bbox_inches='tight'); tmp.replace(path)
     return path
 
-# %% ../nbs/11_gradcam.ipynb #c015
+# %% ../nbs/11_gradcam.ipynb #c017
 def pointing_hit(cam:np.ndarray, mask:np.ndarray) -> bool:
     "Pointing game: the map's maximum (first pixel on ties) lies inside the lesion mask."
     y, x = np.unravel_index(np.argmax(cam), cam.shape)
@@ -103,7 +120,7 @@ def centre_gaussian(shape, sigma_fraction=0.25) -> np.ndarray:
     yy, xx = np.mgrid[:h, :w]
     return np.exp(-(((yy - (h - 1) / 2) / (sigma_fraction * h)) ** 2 + ((xx - (w - 1) / 2) / (sigma_fraction * w)) ** 2) / 2).astype(np.float32)
 
-# %% ../nbs/11_gradcam.ipynb #c018
+# %% ../nbs/11_gradcam.ipynb #c020
 def localisation(cams:np.ndarray, masks:np.ndarray, sigma_fraction=0.25) -> pd.DataFrame:
     "Per-ROI pointing game and energy inside, for the maps and for the centred-Gaussian baseline."
     base = centre_gaussian(cams.shape[-2:], sigma_fraction)
@@ -140,7 +157,7 @@ def localisation_summary(scores:pd.DataFrame, correct=None) -> pd.DataFrame:
                              energy=e, energy_low=elo, energy_high=ehi, lesion_fraction=float(s.lesion_fraction.mean()) if n else np.nan))
     return pd.DataFrame(rows)
 
-# %% ../nbs/11_gradcam.ipynb #c021
+# %% ../nbs/11_gradcam.ipynb #c023
 def explain_rows(table:pd.DataFrame,     # rows with `patch_path`
                  model, stats, method='gradcam', category=1) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     "(patches, masks, cams) for the rows of `table` from one model."
@@ -164,7 +181,7 @@ def member_cams(models,                  # (model, config) pairs, e.g. from `loa
             for i in starts: cams[i:i + explain.batch_size] += explain(patches[i:i + explain.batch_size], category)
     return patches, masks, cams / len(models)
 
-# %% ../nbs/11_gradcam.ipynb #c024
+# %% ../nbs/11_gradcam.ipynb #c026
 def write_cams(members,                  # member folders
                table:pd.DataFrame,       # rows with roi_id, label, patch_path (and prob)
                folder,                   # where the PNGs go, one per roi_id

@@ -16,8 +16,8 @@ from .callbacks import plain
 import mcal
 
 # %% auto #0
-__all__ = ['FORMAT', 'save_model', 'read_config', 'load_model', 'ReuseError', 'request_diff', 'reusable', 'normalise_patches',
-           'model_state', 'predict']
+__all__ = ['FORMAT', 'save_model', 'read_config', 'file_digest', 'load_model', 'ReuseError', 'request_diff', 'reusable',
+           'normalise_patches', 'model_state', 'predict']
 
 # %% ../nbs/07_inference.ipynb #c006
 FORMAT = 'mcal-model-1'
@@ -39,12 +39,27 @@ def save_model(model:nn.Module,   # an `RoiModel` (or a learner, whose `.model` 
     (folder / 'config.tmp').replace(folder / 'config.json')          # written last: its presence means finished
     return folder
 
+_REQUIRED = ('backbone', 'classes', 'stats', 'field_of_view_mm', 'patch_size')
+
 def read_config(folder) -> dict:
-    "The `config.json` of a saved model folder."
+    "The `config.json` of a saved mcal model folder, checked to be one."
     p = Path(folder) / 'config.json'
     if not p.exists(): raise WeightsError(f'{folder}: no config.json; not an mcal model folder (save_model writes one)')
-    try: return json.loads(p.read_text())
+    try: cfg = json.loads(p.read_text())
     except json.JSONDecodeError as e: raise WeightsError(f'{p}: not valid JSON ({e})') from None
+    missing = [k for k in _REQUIRED if k not in cfg] if isinstance(cfg, dict) else list(_REQUIRED)
+    if not isinstance(cfg, dict) or cfg.get('format') != FORMAT or missing:
+        raise WeightsError(f'{p}: not an mcal model config (format {cfg.get("format") if isinstance(cfg, dict) else None!r}, '
+                           f'missing {missing}); mcal reads folders written by save_model')
+    return cfg
+
+def file_digest(path, n=16) -> str:
+    "A short SHA-1 of a file's bytes: what a weights file *is*, wherever it lies."
+    import hashlib
+    h = hashlib.sha1()
+    with open(path, 'rb') as f:
+        for block in iter(lambda: f.read(1 << 20), b''): h.update(block)
+    return h.hexdigest()[:n]
 
 def load_model(folder) -> tuple[nn.Module, dict]:
     "The model (in eval mode) and config saved in `folder` by `save_model`."
@@ -98,9 +113,11 @@ def _channels_last(model:nn.Module) -> bool:
 def model_state(model:nn.Module):
     "Borrow `model`: whatever mode, precision and memory format the block sets are undone when it ends."
     training, dtype, cl = model.training, next(model.parameters()).dtype, _channels_last(model)
+    grads = [p.grad for p in model.parameters()]
     try: yield model
     finally:
         model.train(training).to(dtype=dtype, memory_format=torch.channels_last if cl else torch.contiguous_format)
+        for p, g in zip(model.parameters(), grads): p.grad = g          # gradients computed while borrowed are dropped
 
 # %% ../nbs/07_inference.ipynb #c013
 def predict(model,                 # a model from `load_model` (or a learner's model)
@@ -112,11 +129,11 @@ def predict(model,                 # a model from `load_model` (or a learner's m
     if len(patches) and isinstance(patches[0], (str, Path)):
         from mcal.data import load_patch
         patches = np.stack([load_patch(p)[0] for p in patches])
-    out = []
+    out, device = [], next(model.parameters()).device
     with model_state(model), torch.inference_mode():
         model.eval().float().to(memory_format=torch.channels_last)
         for i in range(0, len(patches), bs):
-            x = normalise_patches(np.asarray(patches[i:i + bs]), stats).contiguous(memory_format=torch.channels_last)
+            x = normalise_patches(np.asarray(patches[i:i + bs]), stats).to(device).contiguous(memory_format=torch.channels_last)
             views = [x, x.flip(-1), x.flip(-2), x.flip(-1, -2)] if tta else [x]
-            out.append(torch.stack([model(v).float().softmax(1) for v in views]).mean(0))
+            out.append(torch.stack([model(v).float().softmax(1) for v in views]).mean(0).cpu())
     return torch.cat(out).numpy() if out else np.zeros((0, 2), np.float32)

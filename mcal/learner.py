@@ -4,7 +4,7 @@
 
 # %% ../nbs/08_learner.ipynb #c003
 from __future__ import annotations
-import hashlib, json, random
+import hashlib, json, random, shutil
 from functools import partial
 from pathlib import Path
 import numpy as np
@@ -17,10 +17,11 @@ from .roi import DEFAULT_FIELD_OF_VIEW_MM
 from .weights import get_backbone, roi_model, roi_splitter, read_state_dict
 from .callbacks import (cpu_supports_bf16, bf16_is_faster, BF16Autocast, EpochCheckpoint, resume_point, write_progress,
                             load_checkpoint, malignant_auc)
-from .inference import save_model, read_config, reusable
+from .inference import save_model, read_config, reusable, file_digest
 
 # %% auto #0
-__all__ = ['RoiLearner', 'dls_stats', 'roi_learner', 'group_lrs', 'fine_tune', 'data_fingerprint', 'stage1', 'transfer']
+__all__ = ['RoiLearner', 'dls_stats', 'roi_learner', 'group_lrs', 'data_fingerprint', 'fine_tune', 'stage1', 'weights_id',
+           'transfer']
 
 # %% ../nbs/08_learner.ipynb #c006
 class RoiLearner(Learner):
@@ -82,6 +83,16 @@ def group_lrs(learn:Learner, lr) -> pd.DataFrame:
     return pd.DataFrame(dict(group=names, parameters=[sum(p.numel() for p in g) for g in learn.opt.param_lists], lr=lrs))
 
 # %% ../nbs/08_learner.ipynb #c014
+def data_fingerprint(dls) -> str:
+    "A hash of the training and validation items (cached patch files, which encode image and geometry, and labels)."
+    h = hashlib.sha1()
+    for dl in (dls.train, dls.valid):
+        items = dl.items
+        rows = sorted(zip(items.patch_path.map(lambda p: Path(p).name), items.label.astype(str))) if hasattr(items, 'patch_path') else sorted(map(str, items))
+        h.update(json.dumps(rows).encode()); h.update(b'|')
+    return h.hexdigest()[:16]
+
+# %% ../nbs/08_learner.ipynb #c017
 def fine_tune(learn:Learner,          # from `roi_learner` or `transfer`
               epochs:int,             # unfrozen epochs
               lr=1e-3,                # peak rate of the head while frozen; unfrozen, the head peaks at lr/2
@@ -95,7 +106,8 @@ def fine_tune(learn:Learner,          # from `roi_learner` or `transfer`
     if seed is not None:
         set_seed(seed, reproducible=True)
         for i, dl in enumerate(learn.dls.loaders): dl.rng = random.Random(seed + i)   # fastai loaders shuffle with their own RNG
-    request = dict(request or {}, epochs=epochs, lr=lr, frozen_epochs=frozen_epochs, lr_mult=lr_mult, seed=seed)
+    request = dict(request or {}, backbone=learn.config['backbone'], classes=learn.config['classes'], data=data_fingerprint(learn.dls),
+                   epochs=epochs, lr=lr, frozen_epochs=frozen_epochs, lr_mult=lr_mult, seed=seed)
     done = resume_point(checkpoint_dir, request) or dict(phase='frozen', epochs_done=0)
     ck = lambda phase: [EpochCheckpoint(checkpoint_dir, phase, request)] if checkpoint_dir else []
     if done['phase'] == 'frozen' and frozen_epochs and done['epochs_done'] < frozen_epochs:
@@ -103,7 +115,9 @@ def fine_tune(learn:Learner,          # from `roi_learner` or `transfer`
         if done['epochs_done']: load_checkpoint(learn, checkpoint_dir)
         learn.fit_one_cycle(frozen_epochs, lr, cbs=ck('frozen') + list(cbs or []), start_epoch=done['epochs_done'])
         done = dict(phase='unfrozen', epochs_done=0)
-    elif done['phase'] == 'frozen': done = dict(phase='unfrozen', epochs_done=0)
+    elif done['phase'] == 'frozen':                        # the frozen phase finished before an interruption
+        if done['epochs_done']: load_checkpoint(learn, checkpoint_dir, optimiser=False)
+        done = dict(phase='unfrozen', epochs_done=0)
     learn.unfreeze()
     if done['epochs_done']: load_checkpoint(learn, checkpoint_dir)
     if done['epochs_done'] < epochs:
@@ -113,17 +127,7 @@ def fine_tune(learn:Learner,          # from `roi_learner` or `transfer`
                                         n_train=len(learn.dls.train_ds), classes=learn.config['classes']))
     return learn
 
-# %% ../nbs/08_learner.ipynb #c017
-def data_fingerprint(dls) -> str:
-    "A hash of the training and validation items (cached patch files, which encode image and geometry, and labels)."
-    h = hashlib.sha1()
-    for dl in (dls.train, dls.valid):
-        items = dl.items
-        rows = sorted(zip(items.patch_path.map(lambda p: Path(p).name), items.label.astype(str))) if hasattr(items, 'patch_path') else sorted(map(str, items))
-        h.update(json.dumps(rows).encode()); h.update(b'|')
-    return h.hexdigest()[:16]
-
-# %% ../nbs/08_learner.ipynb #c019
+# %% ../nbs/08_learner.ipynb #c020
 def stage1(dls,                          # intermediate DataLoaders (whole images or ROIs, their own classes)
            folder,                       # where the stage-1 model folder is saved
            backbone='resnext50_32x4d', weights='imagenet',
@@ -133,8 +137,9 @@ def stage1(dls,                          # intermediate DataLoaders (whole image
            **kwargs) -> Path:
     "Stage 1 of d-TL: fine-tune `backbone` on the intermediate task and save it to `folder`; reused for the same request."
     folder = Path(folder)
-    request = dict(stage='intermediate', backbone=get_backbone(backbone).name, weights=str(weights), classes=[str(c) for c in dls.vocab],
-                   epochs=epochs, lr=lr, frozen_epochs=frozen_epochs, lr_mult=lr_mult, seed=seed, bs=dls.bs, data=data_fingerprint(dls))
+    request = dict(stage='intermediate', backbone=get_backbone(backbone).name, weights=weights_id(weights), classes=[str(c) for c in dls.vocab],
+                   epochs=epochs, lr=lr, frozen_epochs=frozen_epochs, lr_mult=lr_mult, seed=seed, bs=dls.bs, data=data_fingerprint(dls),
+                   bf16=str(kwargs.get('bf16', 'auto')))
     if reusable(folder, request, on_mismatch): return folder
     learn = roi_learner(dls, backbone, weights, seed=seed, **kwargs)
     train = partial(fine_tune, learn, epochs, lr, frozen_epochs, lr_mult, checkpoint_dir=folder / 'checkpoints', seed=seed, request=request)
@@ -142,7 +147,14 @@ def stage1(dls,                          # intermediate DataLoaders (whole image
         with learn.no_bar(), learn.no_logging(): train()
     else: train()
     learn.config.update(stage='intermediate', request=request)
-    return save_model(learn.model, learn.config, folder)
+    save_model(learn.model, learn.config, folder)
+    shutil.rmtree(folder / 'checkpoints', ignore_errors=True)       # finished: the model folder is the result
+    return folder
+
+def weights_id(weights) -> str|None:
+    "What starting weights are, for a request: 'imagenet', None, or a weights file's name and content digest."
+    if weights is None or weights == 'imagenet': return weights
+    return f'{Path(weights).name}#{file_digest(weights)}' if Path(weights).exists() else str(weights)
 
 def transfer(checkpoint,                 # a model folder (e.g. from `stage1`)
              dls,                        # target DataLoaders, normalised with the checkpoint's stats

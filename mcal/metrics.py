@@ -14,7 +14,7 @@ from .datasets import normalise_birads, normalise_label
 # %% auto #0
 __all__ = ['BIRADS_SCORE', 'BIOPSY_THRESHOLD', 'BIRADS_ZERO', 'as_binary', 'placements', 'auc', 'delong_variance', 'auc_ci',
            'delong_paired', 'delong_unpaired', 'roc_points', 'binary_metrics', 'OperatingPoint', 'birads_score',
-           'patient_bootstrap', 'brier', 'reliability', 'expected_calibration_error', 'fit_recalibration',
+           'patient_bootstrap', 'brier', 'reliability', 'expected_calibration_error', 'fit_recalibration', 'wilson_ci',
            'results_table', 'reader_points', 'roc_figure', 'roc_plot', 'reader_analysis']
 
 # %% ../nbs/10_metrics.ipynb #c006
@@ -219,17 +219,32 @@ def fit_recalibration(valid_labels, valid_probs, method='platt'):
     raise MCalError(f'unknown recalibration {method!r}: platt or isotonic')
 
 # %% ../nbs/10_metrics.ipynb #c033
-def _fmt(v, lo, hi, pct=False):
+def _fmt(v, lo, hi, pct=False, count=''):
     f = (lambda x: f'{100 * x:.0f} %') if pct else (lambda x: f'{x:.2f}')
-    return f'{f(v)} [{f(lo)}, {f(hi)}]'
+    return f'{f(v)} [{f(lo)}, {f(hi)}]' + (f' {count}' if count else '')
+
+def wilson_ci(k:int, n:int, level=0.95) -> tuple[float, float]:
+    "Wilson score interval of the proportion k/n (scipy); (nan, nan) when n = 0."
+    from scipy.stats import binomtest
+    if n == 0: return (np.nan, np.nan)
+    ci = binomtest(int(k), int(n)).proportion_ci(confidence_level=level, method='wilson'); return (ci.low, ci.high)
+
+_COUNTS = dict(sensitivity=('tp', 'fn'), specificity=('tn', 'fp'), ppv=('tp', 'fp'), npv=('tn', 'fn'))
+
+def _proportion_counts(m:dict, key:str) -> tuple[int, int]:
+    "(successes, total) behind one of `binary_metrics`' proportions."
+    if key == 'accuracy': return m['tp'] + m['tn'], m['tp'] + m['tn'] + m['fp'] + m['fn']
+    a, b = _COUNTS[key]; return m[a], m[a] + m[b]
 
 def results_table(labels, model_scores,
                   reader_birads=None,      # the reader's BI-RADS per ROI; None: the model's row only
                   patient_ids=None,
                   threshold=0.5,           # model threshold: a float or an `OperatingPoint` fitted on validation data
                   zero='exclude',          # BI-RADS 0 handling, see `birads_score`
-                  n_boot=1000, seed=0) -> pd.DataFrame:
-    "The paper's table: model vs reader with CIs, the paired DeLong p-value and N."
+                  n_boot=1000, seed=0,
+                  min_boot_patients=30     # fewer patients (or none given): Wilson intervals instead of the bootstrap
+                 ) -> pd.DataFrame:
+    "The paper's table: model vs reader with counts and CIs, the paired DeLong p-value and N."
     y = as_binary(labels); s = _as_scores(model_scores, len(y), 'model scores')
     r = birads_score(reader_birads, zero=zero) if reader_birads is not None else np.zeros(len(y))
     if r.shape != y.shape: raise MCalError(f'{len(y)} labels but {r.size} reader BI-RADS assessments')
@@ -238,17 +253,24 @@ def results_table(labels, model_scores,
     y, s, r = y[keep], s[keep], r[keep]
     pids = np.asarray(patient_ids)[keep] if patient_ids is not None else None
     thr = threshold.threshold if isinstance(threshold, OperatingPoint) else float(threshold)
-    rows = {}
+    rows, boot = {}, pids is not None and len(set(pids)) >= min_boot_patients
     who = [('model', s, thr)] + ([('reader (BI-RADS ≥ 4)', r, BIOPSY_THRESHOLD)] if reader_birads is not None else [])
     for name, sc, t in who:
         a, lo, hi = auc_ci(y, sc)
         keys = ['sensitivity', 'specificity', 'ppv', 'npv', 'accuracy']
-        bs = patient_bootstrap(lambda yy, ss: {k: binary_metrics(yy, ss, t)[k] for k in keys}, y, sc, patient_ids=pids, n_boot=n_boot, seed=seed)
-        rows[name] = {'AUC [95% CI]': _fmt(a, lo, hi), **{k.upper() if len(k) == 3 else k: _fmt(bs.estimate[k], bs.low[k], bs.high[k], pct=True) for k in keys}}
+        m = binary_metrics(y, sc, t)
+        if boot:
+            bs = patient_bootstrap(lambda yy, ss: {k: binary_metrics(yy, ss, t)[k] for k in keys}, y, sc, patient_ids=pids, n_boot=n_boot, seed=seed)
+            cis = {k: (bs.low[k], bs.high[k]) for k in keys}
+        else: cis = {k: wilson_ci(*_proportion_counts(m, k)) for k in keys}
+        counts = {k: '{}/{}'.format(*_proportion_counts(m, k)) for k in keys}
+        rows[name] = {'AUC [95% CI]': _fmt(a, lo, hi),
+                      **{k.upper() if len(k) == 3 else k: _fmt(m[k], *cis[k], pct=True, count=counts[k]) for k in keys}}
     p = delong_paired(y, s, r) if reader_birads is not None else None
     table = pd.DataFrame(rows).T
     if p is not None: table['p (paired DeLong)'] = [f"{p['p']:.3f}", '']
     table['N benign / malignant'] = f'{(y == 0).sum()} / {(y == 1).sum()}'
+    table['proportion CIs'] = f'patient bootstrap ({len(set(pids))} patients)' if boot else 'Wilson (too few patients for a bootstrap)'
     table.attrs.update(excluded_without_birads=int((~keep).sum()), model_threshold=thr, delong=p)
     return table
 
@@ -261,42 +283,51 @@ def reader_points(labels, reader_birads, zero='exclude') -> pd.DataFrame:
     ms = [(c, binary_metrics(y[k], r[k], v)) for c, v in BIRADS_SCORE.items() if c != '4' and v > r[k].min()]
     return pd.DataFrame(dict(category=[c for c, _ in ms], fpr=[1 - m['specificity'] for _, m in ms], tpr=[m['sensitivity'] for _, m in ms]))
 
+def _merged_labels(pts:pd.DataFrame) -> pd.DataFrame:
+    "Reader points with one label per distinct operating point ('≥4B, ≥5' where two thresholds coincide)."
+    if not len(pts): return pts.assign(text=[])
+    g = pts.groupby(['fpr', 'tpr'], sort=False).category.apply(lambda c: ', '.join(f'≥{x}' for x in c)).reset_index()
+    return g.rename(columns={'category': 'text'})
+
 def roc_figure(labels, model_scores, reader_birads=None, threshold=None, title='ROC', zero='exclude'):
     "A plotly ROC of the model with the reader's BI-RADS operating points (and the model's threshold)."
     import plotly.graph_objects as go
     y = as_binary(labels); s = _as_scores(model_scores, len(y), 'model scores')
     pts = roc_points(y, s); a, lo, hi = auc_ci(y, s)
-    fig = go.Figure(go.Scatter(x=pts.fpr, y=pts.tpr, mode='lines', name=f'model AUC {a:.2f} [{lo:.2f}, {hi:.2f}]', line_shape='hv'))
+    fig = go.Figure(go.Scatter(x=pts.fpr, y=pts.tpr, mode='lines', name=f'model AUC {a:.2f} [{lo:.2f}, {hi:.2f}], N={len(y)}',
+                               line_shape='hv', line_width=3))
     if reader_birads is not None:
         r = birads_score(reader_birads, zero=zero); k = np.isfinite(r)
-        pts_r = reader_points(y, reader_birads, zero)
+        pts_r = _merged_labels(reader_points(y, reader_birads, zero))
         ra, rlo, rhi = auc_ci(y[k], r[k])
-        fig.add_scatter(x=pts_r.fpr, y=pts_r.tpr, mode='markers+text+lines', text=[f'≥{c}' for c in pts_r.category],
-                        textposition='bottom right', name=f'reader BI-RADS AUC {ra:.2f} [{rlo:.2f}, {rhi:.2f}]')
+        fig.add_scatter(x=pts_r.fpr, y=pts_r.tpr, mode='markers+text+lines', text=pts_r.text,
+                        textposition=['bottom right' if i % 2 == 0 else 'top left' for i in range(len(pts_r))],   # staggered: no overlap
+                        textfont_size=13, marker_size=9, name=f'reader BI-RADS AUC {ra:.2f} [{rlo:.2f}, {rhi:.2f}], N={int(k.sum())}')
     if threshold is not None:
         m = binary_metrics(y, s, threshold.threshold if isinstance(threshold, OperatingPoint) else threshold)
         fig.add_scatter(x=[1 - m['specificity']], y=[m['sensitivity']], mode='markers', marker_size=12, name=f'model at {m["threshold"]:.2f}')
     fig.add_scatter(x=[0, 1], y=[0, 1], mode='lines', line_dash='dot', line_color='grey', showlegend=False)
-    fig.update_layout(title=title, xaxis_title='1 − specificity', yaxis_title='sensitivity', width=560, height=480)
+    fig.update_layout(title=title, xaxis_title='1 − specificity', yaxis_title='sensitivity', width=720, height=640, font_size=14,
+                      legend=dict(x=0.98, y=0.02, xanchor='right', yanchor='bottom', bgcolor='rgba(255,255,255,0.8)'))
+    fig.update_xaxes(range=[-0.02, 1.02]); fig.update_yaxes(range=[-0.02, 1.02], scaleanchor='x')
     return fig
 
 # %% ../nbs/10_metrics.ipynb #c040
 def roc_plot(labels, model_scores, reader_birads=None, threshold=None, title='ROC', zero='exclude', ax=None):
     "A matplotlib ROC of the model (AUC, CI, N) with the reader's BI-RADS operating points; returns the `Figure`."
-    from matplotlib.figure import Figure
     y = as_binary(labels); s = _as_scores(model_scores, len(y), 'model scores')
     pts = roc_points(y, s); a, lo, hi = auc_ci(y, s)
-    if ax is None: fig = Figure(figsize=(5.5, 5.5)); ax = fig.subplots()
+    if ax is None: fig = NotebookFigure(figsize=(5.5, 5.5)); ax = fig.subplots()
     else: fig = ax.figure
     ax.step(pts.fpr, pts.tpr, where='post', lw=2, label=f'model AUC {a:.2f} [{lo:.2f}, {hi:.2f}], N={len(y)}')
     if reader_birads is not None:
         r = birads_score(reader_birads, zero=zero); k = np.isfinite(r)
-        pts_r = reader_points(y, reader_birads, zero)
+        pts_r = _merged_labels(reader_points(y, reader_birads, zero))
         if len(pts_r) and 0 < y[k].sum() < k.sum():
             ra, rlo, rhi = auc_ci(y[k], r[k])
             ax.plot(pts_r.fpr, pts_r.tpr, 'o-', label=f'reader BI-RADS AUC {ra:.2f} [{rlo:.2f}, {rhi:.2f}], N={int(k.sum())}')
-            for i, (c, fx, ty) in enumerate(zip(pts_r.category, pts_r.fpr, pts_r.tpr)):
-                ax.annotate(f'≥{c}', (fx, ty), textcoords='offset points', xytext=(8, -12 - 10 * (i % 2)), fontsize=8)
+            for i, (c, fx, ty) in enumerate(zip(pts_r.text, pts_r.fpr, pts_r.tpr)):
+                ax.annotate(c, (fx, ty), textcoords='offset points', xytext=(8, -12 - 10 * (i % 2)), fontsize=8)
     if threshold is not None:
         m = binary_metrics(y, s, threshold.threshold if isinstance(threshold, OperatingPoint) else threshold)
         ax.plot([1 - m['specificity']], [m['sensitivity']], 'X', ms=10, label=f'model at threshold {m["threshold"]:.2f}')

@@ -117,11 +117,12 @@ def run_study(data=None,                  # study folder with labels.csv, or the
     t1 = time.time()
     dls, inter = _stage1_task(ing.patches, train_rois.patient_id, out / 'cache', size, bs, seed, backbone)
     run.stage1 = stage1(dls, out / 'models' / 'stage1', backbone, weights, epochs=stage1_epochs, lr=2 * lr, frozen_epochs=1,
-                        seed=seed, quiet=True, on_mismatch='retrain', field_of_view_mm=field_of_view_mm)
+                        seed=seed, quiet=not progress, on_mismatch='retrain', field_of_view_mm=field_of_view_mm)
     say(f'stage 1: {backbone} ({weights}) → {len(inter)} whole images of {inter.patient_id.nunique()} training patients, {time.time() - t1:.0f} s')
     t1 = time.time()
     res = cross_validate(train_rois, out / 'models' / 'members', n_splits=n_splits, test=test_rois, stage1=run.stage1, epochs=epochs,
-                         frozen_epochs=frozen_epochs, lr=lr, bs=bs, seed=seed, progress=False, on_mismatch='retrain')
+                         frozen_epochs=frozen_epochs, lr=lr, bs=bs, seed=seed, progress=progress, on_mismatch='retrain',
+                         field_of_view_mm=field_of_view_mm)
     _drop_stale_members(out / 'models' / 'members', res['members'])
     say(f'stage 2: {len(res["members"])} members on {len(train_rois)} training ROIs, {time.time() - t1:.0f} s')
     preds = pd.concat([res['oof'].assign(set='cv'), res['test'].assign(set='test')], ignore_index=True)
@@ -130,6 +131,7 @@ def run_study(data=None,                  # study folder with labels.csv, or the
     run.threshold = OperatingPoint.fit(res['oof'].label, res['oof'].prob)   # chosen on out-of-fold data, never on the test set
     tst = run.test
     run.results = results_table(tst.label, tst.prob, _reader(tst), patient_ids=tst.patient_id, threshold=run.threshold, n_boot=500)
+    shutil.rmtree(out / 'gradcam', ignore_errors=True)                       # no overlay of an earlier run stays behind
     if cams: write_cams(run.members, tst, out / 'gradcam')
     run.seconds = time.time() - t0
     return run
@@ -201,8 +203,28 @@ class Predictions:
     threshold_source: str
     seconds: float = 0.0
 
+def _output_folder(out, model:Path, data) -> Path:
+    "`out`, resolved, if it may be (re)written: absent, empty, or an earlier predictions folder that holds neither model nor data."
+    out, model, data = Path(out).resolve(), Path(model).resolve(), Path(data).resolve()
+    for other, what in ((model, 'the model'), (data, 'the input')):
+        if out == other or out in other.parents or other in out.parents:
+            raise AnnotationError(f'--out {out} would overwrite or hold {what} ({other}): choose another output folder')
+    earlier = (out / 'predictions.csv').exists() and (out / 'report.html').exists()
+    if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not earlier)):
+        raise AnnotationError(f'--out {out} exists and is not an earlier mcal predictions folder: choose a new or empty folder')
+    return out
+
+def _check_intent(cfg:dict, patches:pd.DataFrame, model:Path):
+    "Refuse input whose DICOM presentation intent differs from the images the model was trained on."
+    check_one_intent(patches)
+    trained = cfg.get('presentation_intent')
+    given = set(patches.presentation_intent.dropna()) - {''} if 'presentation_intent' in patches else set()
+    if trained and given and given != {trained}:
+        raise AnnotationError(f'{model} was trained on {trained} images, the input holds {sorted(given)}: '
+                              'raw FOR PROCESSING and processed FOR PRESENTATION mammograms look nothing alike; use the kind the model knows')
+
 def _threshold_of(model:Path) -> tuple[float, str]:
-    for f in (model / 'models' / 'threshold.json', model / 'threshold.json', model.parent / 'threshold.json'):
+    for f in (model / 'models' / 'threshold.json', model / 'threshold.json', model.parent / 'threshold.json', model.parent.parent / 'threshold.json'):
         if f.exists(): return float(json.loads(f.read_text())['threshold']), f'fitted when the ensemble was trained ({f})'
     return 0.5, 'default 0.5 (no fitted threshold found next to the model)'
 
@@ -217,18 +239,21 @@ def predict_rois(model,                 # saved model folder, folder of members,
     "Apply a saved ensemble to a study's ROIs: predictions.csv, gradcam/, report.html, skipped.csv in `out`."
     t0 = time.time()
     model = Path(model); members = model_members(model); cfg = read_config(members[0])
-    out = Path(out); work = out.with_name(out.name + '.partial')
+    out = _output_folder(out, model, data); work = out.with_name(out.name + '.partial')
     if work.exists(): shutil.rmtree(work)
     work.mkdir(parents=True)
-    ing = ingest(data, work / 'cache', cfg['field_of_view_mm'], cfg['patch_size'], require_labels=False, progress=progress)
-    preds = ensemble_predictions(members, ing.patches, tta=tta) if len(ing.patches) else pd.DataFrame(columns=['roi_id', 'prob'])
-    if cams and len(ing.patches): write_cams(members, ing.patches.merge(preds[['roi_id', 'prob']], on='roi_id'), work / 'gradcam', method, progress)
-    threshold, source = _threshold_of(model)
-    result = Predictions(out, model, members, cfg, ing, preds, threshold, source, time.time() - t0)
-    write_predictions_report(result, work)
-    shutil.rmtree(work / 'cache', ignore_errors=True)
-    if out.exists(): shutil.rmtree(out)
-    work.replace(out)
+    try:
+        ing = ingest(data, work / 'cache', cfg['field_of_view_mm'], cfg['patch_size'], require_labels=False, progress=progress)
+        _check_intent(cfg, ing.patches, model)
+        preds = ensemble_predictions(members, ing.patches, tta=tta) if len(ing.patches) else pd.DataFrame(columns=['roi_id', 'prob'])
+        if cams and len(ing.patches): write_cams(members, ing.patches.merge(preds[['roi_id', 'prob']], on='roi_id'), work / 'gradcam', method, progress)
+        threshold, source = _threshold_of(model)
+        result = Predictions(out, model, members, cfg, ing, preds, threshold, source, time.time() - t0)
+        write_predictions_report(result, work)
+        shutil.rmtree(work / 'cache', ignore_errors=True)
+        if out.exists(): shutil.rmtree(out)
+        work.replace(out)
+    finally: shutil.rmtree(work, ignore_errors=True)                     # nothing half-written is left behind
     return result
 
 # %% ../nbs/13_pipeline.ipynb #c023

@@ -140,9 +140,8 @@ def show_patches(images,            # (N, H, W) grey patches in [0, 1]
                  ncols=8,           # patches per row
                  colours=None):     # title colour per patch (e.g. firebrick for malignant)
     "A contact sheet of patches with their lesion outlines, as a matplotlib `Figure`."
-    from matplotlib.figure import Figure
     n = max(len(images), 1); ncols = min(ncols, n); nrows = int(np.ceil(n / ncols))
-    fig = Figure(figsize=(ncols * 1.6, nrows * 1.8))
+    fig = NotebookFigure(figsize=(ncols * 1.6, nrows * 1.8))
     axs = np.atleast_1d(fig.subplots(nrows, ncols, squeeze=False).ravel())
     for ax in axs: ax.axis('off')
     for i, (ax, img) in enumerate(zip(axs, images)):

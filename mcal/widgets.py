@@ -11,7 +11,8 @@ import pandas as pd
 from .core import *
 from .metrics import binary_metrics, roc_figure, roc_points, as_binary
 from .inference import read_config, load_model
-from .gradcam import member_cams, show_cam
+from .ensemble import positive_index
+from .gradcam import member_cams, cam_figure
 
 # %% auto #0
 __all__ = ['live_kernel', 'metrics_html', 'RocExplorer', 'CamBrowser']
@@ -59,6 +60,7 @@ class RocExplorer:
         self.figure.add_scatter(x=[1 - m['specificity']], y=[m['sensitivity']], mode='markers', marker=dict(size=14, symbol='x'),
                                 name='threshold')
         self.threshold, self.widget = threshold, None
+        self.fig_widget = self.slider = self.panel = None                    # the live view, made by `build`
 
     def set_threshold(self, threshold:float):
         "Move the operating point to `threshold` (updates the figure, and the slider and panel when live)."
@@ -96,13 +98,22 @@ class CamBrowser:
     def __init__(self, predictions:pd.DataFrame,   # with roi_id, label, prob, patch_path (and set, m_* columns)
                  members,                          # member folders (from `cross_validate` or `model_members`)
                  methods=('gradcam', 'gradcam++', 'eigencam'),
-                 threshold=0.5):                   # the operating point that calls a case malignant (use the report's)
+                 threshold=0.5,                    # the operating point that calls a case malignant (use the report's)
+                 explain='predicted'):             # which class the map explains: 'predicted', 'malignant' or 'benign'
         self.preds = predictions.dropna(subset=['patch_path']).reset_index(drop=True)
         self.members = [Path(m) for m in members]
         self.held_out = {}
         for m in self.members:
             for rid in read_config(m).get('valid_roi_ids', []): self.held_out[str(rid)] = m
-        self.methods, self.threshold, self._cams, self._models, self.widget = list(methods), float(threshold), {}, {}, None
+        if explain not in ('predicted', 'malignant', 'benign'): raise MCalError(f"explain={explain!r}: use 'predicted', 'malignant' or 'benign'")
+        self.methods, self.threshold, self.explain = list(methods), float(threshold), explain
+        self._cams, self._models, self.widget = {}, {}, None
+        self.sort = self.case = self.method = self.alpha = self.image = None   # the controls, made by `build`
+
+    def explained_class(self, roi_id) -> str:
+        "The class whose score the map of `roi_id` explains: the predicted one at the threshold, or the one asked for."
+        if self.explain != 'predicted': return self.explain
+        return 'malignant' if float(self.preds.set_index('roi_id').loc[roi_id, 'prob']) >= self.threshold else 'benign'
 
     def order(self, by='error') -> list:
         "roi_ids sorted by 'error' (worst first), 'confidence' (most confident first) or 'roi_id'."
@@ -113,34 +124,34 @@ class CamBrowser:
         return list(p.roi_id.iloc[np.argsort(key.values if hasattr(key, 'values') else key, kind='stable')])
 
     def members_for(self, roi_id) -> list[Path]:
-        "The member that held `roi_id` out, else every member (a test row)."
+        "The member that held `roi_id` out (an out-of-fold row, `set == 'cv'`), else every member (test rows, new predictions)."
         row = self.preds.set_index('roi_id').loc[roi_id]
-        if str(row.get('set', '')) != 'test' and str(roi_id) in self.held_out: return [self.held_out[str(roi_id)]]
+        if str(row.get('set', '')) == 'cv' and str(roi_id) in self.held_out: return [self.held_out[str(roi_id)]]
         return self.members
 
     def cam(self, roi_id, method='gradcam'):
-        "(patch, mask, cam) for one case, the cam averaged over its members."
-        if (roi_id, method) not in self._cams:
+        "(patch, mask, cam) for one case, the map of `explained_class` averaged over its members."
+        key = (roi_id, method, self.explained_class(roi_id))
+        if key not in self._cams:
             for m in self.members_for(roi_id):
                 if m not in self._models: self._models[m] = load_model(m)
-            patches, masks, cams = member_cams([self._models[m] for m in self.members_for(roi_id)],
-                                               self.preds[self.preds.roi_id == roi_id], method)
-            self._cams[(roi_id, method)] = (patches[0], masks[0], cams[0])
-        return self._cams[(roi_id, method)]
+            models = [self._models[m] for m in self.members_for(roi_id)]
+            classes = [str(c) for c in models[0][1]['classes']]
+            category = classes.index(key[2]) if key[2] in classes else positive_index(classes)
+            patches, masks, cams = member_cams(models, self.preds[self.preds.roi_id == roi_id], method, category)
+            self._cams[key] = (patches[0], masks[0], cams[0])
+        return self._cams[key]
 
     def figure(self, roi_id, method='gradcam', alpha=0.45):
-        "A matplotlib `Figure` of one case: patch, Grad-CAM overlay, outline, prediction and truth."
-        from matplotlib.figure import Figure
+        "One case as a `Figure`: raw patch, annotation, the map with its colour scale; truth, prediction and the explained class."
         patch, mask, cam = self.cam(roi_id, method)
         r = self.preds.set_index('roi_id').loc[roi_id]
-        fig = Figure(figsize=(6, 3.2)); axs = fig.subplots(1, 2)
-        axs[0].imshow(patch, cmap='gray', vmin=0, vmax=1); axs[0].axis('off')
-        if mask.any(): axs[0].contour(mask, levels=[0.5], colors='orange', linewidths=1)
-        show_cam(patch, cam, mask, alpha, ax=axs[1])
-        wrong = r.label in ('benign', 'malignant') and ((r.prob >= self.threshold) != (r.label == 'malignant'))
-        fig.suptitle(f'{roi_id}: truth {r.label}, p(malignant) {r.prob:.2f}' + (' — WRONG' if wrong else '') + f' at threshold {self.threshold:.2f} [{method}]',
-                     fontsize=9, color='firebrick' if wrong else 'black')
-        fig.tight_layout()
+        called = 'malignant' if r.prob >= self.threshold else 'benign'
+        wrong = r.label in ('benign', 'malignant') and called != r.label
+        fig = cam_figure(patch, cam, mask, explains=self.explained_class(roi_id), alpha=alpha,
+                         title=f'{roi_id}: truth {r.label}; p(malignant) {r.prob:.2f} → called {called} at threshold {self.threshold:.2f}'
+                               + (' — WRONG' if wrong else '') + f'  [{method}]')
+        if wrong: fig.texts[-1].set_color('firebrick')
         return fig
 
     def build(self):
@@ -150,10 +161,10 @@ class CamBrowser:
         self.case = W.Dropdown(options=self.order('error'), description='case')
         self.method = W.ToggleButtons(options=self.methods, description='method')
         self.alpha = W.FloatSlider(value=0.45, min=0, max=1, step=0.05, description='opacity')
-        self.image = W.Image(format='png')
+        self.image = W.Image(format='png', layout=W.Layout(width='auto', max_width='100%'))   # natural size, never stretched
         def draw(*_):
             fig = self.figure(self.case.value, self.method.value, self.alpha.value)
-            buf = io.BytesIO(); fig.savefig(buf, format='png', dpi=80); self.image.value = buf.getvalue()
+            buf = io.BytesIO(); fig.savefig(buf, format='png', dpi=90, bbox_inches='tight'); self.image.value = buf.getvalue()
         self.sort.observe(lambda c: setattr(self.case, 'options', self.order(c['new'])), names='value')
         for w in (self.case, self.method, self.alpha): w.observe(draw, names='value')
         draw()

@@ -32,9 +32,10 @@ def lab():
     docs = settings / '@jupyterlab' / 'docmanager-extension'; docs.mkdir(parents=True)
     (docs / 'plugin.jupyterlab-settings').write_text('{"autosave": false}')
     root = settings / 'root'; (root / 'nbs').mkdir(parents=True)                 # a copy: the source notebook is never touched
-    shutil.copy(REPO / 'nbs' / '14_widgets.ipynb', root / 'nbs' / '14_widgets.ipynb')
+    for nb in ('14_widgets.ipynb', '16_walkthrough.ipynb'): shutil.copy(REPO / 'nbs' / nb, root / 'nbs' / nb)
     (root / 'data_samples').symlink_to(REPO / 'data_samples')                   # the notebook reads ../data_samples
     env = dict(os.environ, JUPYTERLAB_SETTINGS_DIR=str(settings), JUPYTER_RUNTIME_DIR=str(settings / 'runtime'))
+    env.pop('MCAL_REAL_DATA', None)                                              # a teacher's default: the slow section stays off
     log = open(settings / 'lab.log', 'w')
     proc = subprocess.Popen([sys.executable, '-m', 'jupyterlab', '--no-browser', f'--port={port}', '--ip=127.0.0.1',
                              f'--ServerApp.token={token}', f'--ServerApp.root_dir={root}', '--allow-root'],
@@ -110,3 +111,59 @@ def test_roc_slider_in_jupyterlab(lab):
         page.screenshot(path=str(ARTIFACTS / 'browser_roc.png'))
         browser.close()
     assert (ARTIFACTS / 'browser_roc.png').stat().st_size > 10_000
+
+
+FIGURE_CALLS = ('show_patches(', 'show_batch(', 'lr_find(', 'plot.bar(', 'plot_loss(', 'cam_figure(', 'roc_figure(', 'RocExplorer(', 'CamBrowser(')
+
+
+def _figure_cells(nb_path):
+    "Positions (among code cells) of the walkthrough's cells that draw a figure, outside the switched-off real-data section."
+    import json
+    cells = [c for c in json.loads(Path(nb_path).read_text())['cells'] if c['cell_type'] == 'code']
+    src = [''.join(c['source']) for c in cells]
+    return [i for i, s in enumerate(src) if any(f in s for f in FIGURE_CALLS) and '#| slow' not in s and not s.lstrip().startswith('def ')]
+
+
+def _open(p, url, token, name):
+    browser = p.chromium.launch(executable_path=CHROMIUM, headless=True,
+                                args=['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
+                                      '--disable-background-networking', '--disable-component-update', '--disable-sync'])
+    page = browser.new_page(viewport={'width': 1400, 'height': 1000})
+    page.goto(f'{url}/lab/workspaces/{Path(name).stem}/tree/nbs/{name}?reset&token={token}')   # a fresh workspace: this notebook alone
+    page.wait_for_selector('.jp-Notebook', timeout=60_000)
+    try: page.locator('.jp-Dialog').get_by_role('button', name='Select').click(timeout=10_000)
+    except Exception: pass
+    page.wait_for_selector('.jp-Notebook-ExecutionIndicator[data-status="idle"]', timeout=60_000, state='attached')
+    return browser, page
+
+
+def test_walkthrough_renders_every_figure_in_jupyterlab(lab):
+    "A teacher's Run All of the walkthrough: every figure cell shows an image, plot or widget image; screenshots are kept."
+    from playwright.sync_api import sync_playwright
+    url, token = lab
+    figure_cells = _figure_cells(REPO / 'nbs' / '16_walkthrough.ipynb')
+    assert len(figure_cells) >= 9, figure_cells
+    ARTIFACTS.mkdir(exist_ok=True)
+    with sync_playwright() as p:
+        browser, page = _open(p, url, token, '16_walkthrough.ipynb')
+        page.get_by_role('menuitem', name='Run', exact=True).click()
+        page.get_by_text('Run All Cells', exact=True).click()
+        page.wait_for_timeout(3000)
+        try:
+            page.wait_for_function("() => ![...document.querySelectorAll('.jp-InputPrompt')].some(e => e.textContent.includes('*'))",
+                                   timeout=int(os.environ.get('MCAL_BROWSER_TIMEOUT_MS', 600_000)))
+        except Exception:
+            page.screenshot(path=str(ARTIFACTS / 'walkthrough_failure.png'), full_page=True); raise
+        code = page.locator('.jp-Notebook .jp-CodeCell')
+        errors = page.locator('.jp-Notebook .jp-OutputArea-output[data-mime-type="application/vnd.jupyter.stderr"]:has-text("Traceback")')
+        assert errors.count() == 0, errors.first.inner_text()[:2000]
+        missing = []
+        for i in figure_cells:
+            cell = code.nth(i)
+            cell.scroll_into_view_if_needed(); page.wait_for_timeout(300)
+            drawn = cell.locator('.jp-OutputArea-output img, .jp-OutputArea-output .js-plotly-plot, .jp-OutputArea-output .widget-image img, .jp-OutputArea-output svg.main-svg')
+            if drawn.count() == 0: missing.append(i)
+            cell.screenshot(path=str(ARTIFACTS / f'walkthrough_cell{i:02d}.png'))
+        page.screenshot(path=str(ARTIFACTS / 'walkthrough_end.png'))
+        browser.close()
+    assert not missing, f'code cells {missing} of the walkthrough drew no figure in JupyterLab (see tests/artifacts/walkthrough_cell*.png)'

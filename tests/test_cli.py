@@ -57,7 +57,7 @@ def test_demo_trains_on_data_samples_and_predict_reuses_it(tmp_path):
 def test_predict_without_labels_and_bad_model(tmp_path):
     repo = Path(__file__).resolve().parent.parent
     r = _mcal('predict', str(tmp_path), str(repo / 'data_samples'), '--out', str(tmp_path / 'p'))
-    assert r.returncode == 2 and 'no saved mcal model' in r.stderr and not (tmp_path / 'p').exists()
+    assert r.returncode == 2 and 'no saved mcal ROI model' in r.stderr and not (tmp_path / 'p').exists()
 
 
 def test_demo_missing_study_is_a_clear_error(tmp_path):
