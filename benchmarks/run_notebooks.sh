@@ -8,4 +8,5 @@ cd "$(dirname "$0")/.."
 export MCAL_REAL_DATA=1
 time nbdev-test --flags slow --n-workers 1 --save "$@"
 nbdev-clean
+python .ci/tidy_outputs.py      # console progress bars in saved outputs collapse to what a terminal shows
 python .ci/readme.py

@@ -113,4 +113,4 @@ def _auc_or_nan(preds, targs):
 
 def malignant_auc():
     "fastai metric: AUC of the last class's probability; NaN when a validation set holds only one class."
-    return AccumMetric(_auc_or_nan, activation=ActivationType.BinarySoftmax, to_np=True, flatten=False, name='auc')
+    return AccumMetric(_auc_or_nan, activation=ActivationType.BinarySoftmax, dim_argmax=-1, to_np=True, flatten=False, name='auc')
