@@ -210,6 +210,9 @@ def patch_dataloaders(df:pd.DataFrame,        # table with `patch_path` and `lab
                       get_y=ColReader('label'), splitter=IndexSplitter(valid_idx),
                       batch_tfms=mammo_augment() if augment else None)
     check_one_intent(df)
+    n_train = len(df) - len(valid_idx)
+    if n_train < 2: raise AnnotationError(f'{n_train} training row(s) left after holding out {len(valid_idx)}: nothing to train on')
+    bs = min(bs, n_train)            # fastai drops the last partial batch: a batch larger than the training set would train on nothing
     dls = block.dataloaders(df, bs=bs, num_workers=num_workers, **kwargs)
     for i, dl in enumerate(dls.loaders): dl.rng = random.Random(seed + i)   # their own shuffling RNG; the process's RNGs are left alone
     return dls

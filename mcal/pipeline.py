@@ -174,7 +174,7 @@ def write_study_report(run:StudyRun) -> Path:
         tst, (a, lo, hi) = run.test, run.cv_auc
         roc_figure(tst.label, tst.prob, _reader(tst), threshold=run.threshold,
                    title=f'held-out test ROIs (N={len(tst)})').write_html(out / 'roc.html', include_plotlyjs=True)
-        fig = roc_plot(tst.label, tst.prob, _reader(tst), title=f'held-out test ROIs, ensemble of {len(run.members)}')
+        fig = roc_plot(tst.label, tst.prob, _reader(tst), threshold=run.threshold, title=f'held-out test ROIs, ensemble of {len(run.members)}')
         fig.savefig(out / 'roc.tmp.png', dpi=90); (out / 'roc.tmp.png').replace(out / 'roc.png')
         lines += ['', '## Double transfer learning', '',
                   f'- backbone {run.request["backbone"]}, weights {run.request["weights"]} → stage 1 (whole images, cancer vs no cancer) '
