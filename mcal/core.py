@@ -61,7 +61,7 @@ def run_batch(fn,            # called as `fn(item)` for each item
     "Apply `fn` to every item; collect results and a table of skipped items with reasons."
     res, skipped = BatchResult(), []
     items = list(items)
-    if progress:
+    if progress and items:                 # no bar over nothing (fastprogress warns on an empty generator)
         from fastprogress.fastprogress import progress_bar
         items_iter = progress_bar(items, leave=False)
     else: items_iter = items
