@@ -133,7 +133,6 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                               'mcal.gradcam.LogOddsTarget.__call__': ('gradcam.html#logoddstarget.__call__', 'mcal/gradcam.py'),
                               'mcal.gradcam.LogOddsTarget.__init__': ('gradcam.html#logoddstarget.__init__', 'mcal/gradcam.py'),
                               'mcal.gradcam._mean_ci': ('gradcam.html#_mean_ci', 'mcal/gradcam.py'),
-                              'mcal.gradcam._wilson': ('gradcam.html#_wilson', 'mcal/gradcam.py'),
                               'mcal.gradcam.cam_figure': ('gradcam.html#cam_figure', 'mcal/gradcam.py'),
                               'mcal.gradcam.centre_gaussian': ('gradcam.html#centre_gaussian', 'mcal/gradcam.py'),
                               'mcal.gradcam.energy_inside': ('gradcam.html#energy_inside', 'mcal/gradcam.py'),

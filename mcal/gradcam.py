@@ -13,6 +13,7 @@ from .core import *
 from pathlib import Path
 from .weights import body_layer
 from .inference import normalise_patches, model_state, load_model
+from .metrics import wilson_ci
 
 # %% auto #0
 __all__ = ['CAM_METHODS', 'LogOddsTarget', 'CamExplainer', 'show_cam', 'cam_figure', 'save_cam_png', 'pointing_hit',
@@ -130,12 +131,6 @@ def localisation(cams:np.ndarray, masks:np.ndarray, sigma_fraction=0.25) -> pd.D
                              baseline_energy=[energy_inside(base, m) for m in masks],
                              lesion_fraction=[float(m.mean()) for m in masks]))
 
-def _wilson(k, n):
-    "Wilson 95 % interval of k hits in n (scipy's binomtest)."
-    from scipy.stats import binomtest
-    if n == 0: return (np.nan, np.nan)
-    ci = binomtest(k, n).proportion_ci(method='wilson'); return (ci.low, ci.high)
-
 def _mean_ci(v):
     "Mean and t-based 95 % interval of the finite values of `v`."
     from scipy import stats
@@ -152,7 +147,7 @@ def localisation_summary(scores:pd.DataFrame, correct=None) -> pd.DataFrame:
     for name, sel in groups.items():
         s = scores[sel]; n = len(s)
         for who, pcol, ecol in (('cam', 'pointing', 'energy'), ('centre baseline', 'baseline_pointing', 'baseline_energy')):
-            k = int(s[pcol].sum()); lo, hi = _wilson(k, n); e, elo, ehi = _mean_ci(s[ecol])
+            k = int(s[pcol].sum()); lo, hi = wilson_ci(k, n); e, elo, ehi = _mean_ci(s[ecol])
             rows.append(dict(group=name, map=who, n=n, pointing=k / n if n else np.nan, pointing_low=lo, pointing_high=hi,
                              energy=e, energy_low=elo, energy_high=ehi, lesion_fraction=float(s.lesion_fraction.mean()) if n else np.nan))
     return pd.DataFrame(rows)
