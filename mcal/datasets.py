@@ -142,7 +142,8 @@ def load_csv(csv_path,          # the study CSV
     for i, r in enumerate(raw.to_dict('records')):
         r = dict(r); note = []
         r['image_path'] = _resolve(r['image_path'], root)
-        if 'mask_path' in r: r['mask_path'] = _resolve(r['mask_path'], root)
+        for col in ('mask_path', 'calc_mask_path'):                 # the ROI mask; a virtual trial's per-calcification truth
+            if col in r: r[col] = _resolve(r[col], root)
         if pd.isna(r.get('roi_id', np.nan)): r['roi_id'] = f'{Path(str(r["image_path"])).stem}-{i}'
         if pd.isna(r.get('roi_shape', np.nan)): r['roi_shape'] = _infer_shape(r)
         if not require_labels and pd.isna(r['label']): r['pathology'] = np.nan

@@ -63,19 +63,26 @@ def positive_index(classes) -> int:
     classes = [str(c) for c in classes]
     return classes.index('malignant') if 'malignant' in classes else len(classes) - 1
 
-def member_probs(member, patch_paths, tta=True) -> np.ndarray:
+def member_probs(member,
+                 patches,              # cached patch paths, or (N, H, W) grey patches already read
+                 tta=True,
+                 engine='torch'        # 'torch', 'onnx' (ONNX Runtime) or 'auto' (ONNX when available); see `load_model`
+                ) -> np.ndarray:
     "Probability of the positive class for each patch from one saved member."
-    model, cfg = load_model(member)
-    return predict(model, list(patch_paths), cfg['stats'], tta=tta)[:, positive_index(cfg['classes'])]
+    model, cfg = load_model(member, engine)
+    return predict(model, patches if isinstance(patches, np.ndarray) else list(patches), cfg['stats'], tta=tta)[:, positive_index(cfg['classes'])]
 
 def ensemble_predictions(members,             # member folders
                          table:pd.DataFrame,  # rows with `patch_path` (and roi_id, patient_id, label, birads)
-                         tta=True) -> pd.DataFrame:
-    "The predictions table: one column per member (`m_<folder name>`) and their mean `prob`."
+                         tta=True,
+                         engine='torch') -> pd.DataFrame:
+    "The predictions table: one column per member (`m_<folder name>`) and their mean `prob`; each patch is read once."
+    from mcal.data import load_patch
     out = table[[c for c in PRED_COLUMNS if c in table and c != 'prob']].copy().reset_index(drop=True)
+    patches = np.stack([load_patch(p)[0] for p in table.patch_path]) if len(table) else np.zeros((0, 1, 1), np.float32)
     cols = []
     for m in members:
-        out[f'm_{Path(m).name}'] = member_probs(m, table.patch_path, tta); cols.append(f'm_{Path(m).name}')
+        out[f'm_{Path(m).name}'] = member_probs(m, patches, tta, engine); cols.append(f'm_{Path(m).name}')
     out['prob'] = out[cols].mean(axis=1)
     return out
 

@@ -4,21 +4,23 @@
 
 # %% ../nbs/11_gradcam.ipynb #c003
 from __future__ import annotations
+import warnings
 import numpy as np
 import pandas as pd
 import torch
 from torch import nn
-from pytorch_grad_cam import GradCAM, GradCAMPlusPlus, EigenCAM, ScoreCAM
+from pytorch_grad_cam import GradCAM, GradCAMPlusPlus, EigenCAM, ScoreCAM, LayerCAM
+from scipy import ndimage
 from .core import *
 from pathlib import Path
-from .weights import body_layer
+from .weights import body_layer, body_stages
 from .inference import normalise_patches, model_state, load_model
 from .metrics import wilson_ci
 
 # %% auto #0
-__all__ = ['CAM_METHODS', 'LogOddsTarget', 'CamExplainer', 'show_cam', 'cam_figure', 'save_cam_png', 'pointing_hit',
-           'energy_inside', 'centre_gaussian', 'localisation', 'localisation_summary', 'explain_rows', 'member_cams',
-           'write_cams']
+__all__ = ['CAM_METHODS', 'BASELINES', 'LogOddsTarget', 'CamExplainer', 'show_cam', 'cam_figure', 'save_cam_png', 'cam_grid',
+           'centre_gaussian', 'tophat_map', 'quantus_localisation', 'localisation', 'localisation_summary',
+           'explain_rows', 'member_cams', 'road_scores', 'randomisation_check', 'write_cams']
 
 # %% ../nbs/11_gradcam.ipynb #c006
 class LogOddsTarget:
@@ -30,18 +32,18 @@ class LogOddsTarget:
         return output[..., self.category] - torch.logsumexp(others, dim=-1)
 
 # %% ../nbs/11_gradcam.ipynb #c009
-CAM_METHODS = {'gradcam': GradCAM, 'gradcam++': GradCAMPlusPlus, 'eigencam': EigenCAM, 'scorecam': ScoreCAM}
+CAM_METHODS = {'gradcam': GradCAM, 'gradcam++': GradCAMPlusPlus, 'eigencam': EigenCAM, 'layercam': LayerCAM, 'scorecam': ScoreCAM}
 
 class CamExplainer:
     "Class activation maps for grey patches from an mcal model; use as a context manager."
     def __init__(self, model:nn.Module,      # an mcal model (`nn.Sequential(body, head)`)
                  stats,                      # (mean, std) the model was trained with
                  method='gradcam',           # a key of `CAM_METHODS`
-                 target_layer=None,          # default: `body_layer(model)`
+                 target_layer=0,             # a module, or a resolution level of the body: 0 last, 1 and 2 earlier (`body_layer`)
                  batch_size=32):
         if method not in CAM_METHODS: raise MCalError(f'unknown CAM method {method!r}; choose from {", ".join(CAM_METHODS)}')
         self.model, self.stats, self.method, self.batch_size = model, stats, method, batch_size
-        self.target_layer = target_layer if target_layer is not None else body_layer(model)
+        self.target_layer = body_layer(model, target_layer) if isinstance(target_layer, int) else target_layer
         self.cam, self._borrowed = None, None
 
     def __enter__(self):
@@ -105,62 +107,112 @@ def save_cam_png(path, patch, cam, mask=None, title=None, explains='malignant', 
     return path
 
 # %% ../nbs/11_gradcam.ipynb #c017
-def pointing_hit(cam:np.ndarray, mask:np.ndarray) -> bool:
-    "Pointing game: the map's maximum (first pixel on ties) lies inside the lesion mask."
-    y, x = np.unravel_index(np.argmax(cam), cam.shape)
-    return bool(mask[y, x])
+def cam_grid(model:nn.Module,            # an mcal model
+             size:int,                   # patch side in pixels
+             field_of_view_mm:float      # patch side in mm
+            ) -> pd.DataFrame:
+    "For each resolution level of the body (0 = last): the target layer, its feature grid and the size of one cell in mm."
+    rows = []
+    for level, (factor, layer) in enumerate(body_stages(model, size)):
+        name = next((n for n, m in model.named_modules() if m is layer), '?')
+        cells = max(size // factor, 1)
+        rows.append(dict(level=level, layer=name, grid=f'{cells} x {cells}', cell_mm=round(field_of_view_mm / cells, 2)))
+    return pd.DataFrame(rows)
 
-def energy_inside(cam:np.ndarray, mask:np.ndarray) -> float:
-    "Fraction of the map's total inside the lesion mask (NaN for an all-zero map)."
-    total = float(cam.sum())
-    return float(cam[mask].sum() / total) if total > 0 else float('nan')
-
+# %% ../nbs/11_gradcam.ipynb #c020
 def centre_gaussian(shape, sigma_fraction=0.25) -> np.ndarray:
     "The centre-bias baseline: a centred Gaussian map, sigma a fraction of the side, peak 1."
     h, w = shape
     yy, xx = np.mgrid[:h, :w]
     return np.exp(-(((yy - (h - 1) / 2) / (sigma_fraction * h)) ** 2 + ((xx - (w - 1) / 2) / (sigma_fraction * w)) ** 2) / 2).astype(np.float32)
 
-# %% ../nbs/11_gradcam.ipynb #c020
-def localisation(cams:np.ndarray, masks:np.ndarray, sigma_fraction=0.25) -> pd.DataFrame:
-    "Per-ROI pointing game and energy inside, for the maps and for the centred-Gaussian baseline."
-    base = centre_gaussian(cams.shape[-2:], sigma_fraction)
-    return pd.DataFrame(dict(pointing=[pointing_hit(c, m) for c, m in zip(cams, masks)],
-                             energy=[energy_inside(c, m) for c, m in zip(cams, masks)],
-                             baseline_pointing=[pointing_hit(base, m) for m in masks],
-                             baseline_energy=[energy_inside(base, m) for m in masks],
-                             lesion_fraction=[float(m.mean()) for m in masks]))
+def tophat_map(patch:np.ndarray,         # grey patch in [0, 1]
+               mm_per_pixel:float,       # the patch's sampling
+               spot_mm=1.0               # structures up to this size count as spots
+              ) -> np.ndarray:
+    "The brightest-spot baseline: a white top-hat (bright detail smaller than `spot_mm`), lightly smoothed, in [0, 1]."
+    k = max(int(round(spot_mm / mm_per_pixel)) | 1, 3)
+    th = ndimage.gaussian_filter(ndimage.white_tophat(patch.astype(np.float32), size=(k, k)), sigma=max(k / 6, 0.5))
+    return th / th.max() if th.max() > 0 else th
+
+# %% ../nbs/11_gradcam.ipynb #c023
+BASELINES = ('centred Gaussian', 'uniform random point', 'brightest spot (top-hat)')
+
+def _quantus():
+    try: import quantus
+    except ImportError: raise MCalError('localisation scores need Quantus: pip install --no-deps quantus==0.6.0 scikit-image cachetools') from None
+    return quantus
+
+def quantus_localisation(maps:np.ndarray,  # (N, H, W) maps
+                         masks:np.ndarray  # (N, H, W) lesion masks
+                        ) -> pd.DataFrame:
+    "Quantus's pointing game, relevance mass accuracy and relevance rank accuracy of each map; an all-zero map points nowhere (a miss, no mass or rank)."
+    q = _quantus()
+    out = pd.DataFrame(dict(pointing=np.zeros(len(maps)), mass=np.nan, rank=np.nan))
+    lit = np.flatnonzero(maps.reshape(len(maps), -1).max(1) > 0)       # Quantus refuses a batch of all-zero maps
+    if not len(lit): return out
+    a, m = maps[lit][:, None].astype(np.float32), masks[lit][:, None].astype(float)
+    kw = dict(model=None, x_batch=a, y_batch=np.zeros(len(a), int), a_batch=a, s_batch=m)
+    args = dict(disable_warnings=True, display_progressbar=False)
+    out.loc[lit, 'pointing'] = np.asarray(q.PointingGame(**args)(**kw), float)
+    out.loc[lit, 'mass'] = np.asarray(q.RelevanceMassAccuracy(**args)(**kw), float)
+    out.loc[lit, 'rank'] = np.asarray(q.RelevanceRankAccuracy(**args)(**kw), float)
+    return out
+
+def localisation(cams:np.ndarray,        # (N, H, W) maps
+                 masks:np.ndarray,       # (N, H, W) lesion masks
+                 patches:np.ndarray=None,# (N, H, W) grey patches: enables the brightest-spot baseline
+                 mm_per_pixel:float=None,# the patches' sampling (for the top-hat's size)
+                 sigma_fraction=0.25) -> pd.DataFrame:
+    "One row per ROI and map ('cam' and the baselines): pointing, mass and rank accuracy (Quantus), and the lesion's share of the patch."
+    masks = masks.astype(bool); frac = masks.reshape(len(masks), -1).mean(1)
+    rows = [quantus_localisation(cams, masks).assign(map='cam'),
+            quantus_localisation(np.broadcast_to(centre_gaussian(cams.shape[-2:], sigma_fraction), cams.shape).copy(), masks).assign(map=BASELINES[0]),
+            pd.DataFrame(dict(pointing=frac, mass=frac, rank=frac)).assign(map=BASELINES[1])]      # a uniform random point, in expectation
+    if patches is not None:
+        rows.append(quantus_localisation(np.stack([tophat_map(p, mm_per_pixel) for p in patches]), masks).assign(map=BASELINES[2]))
+    return pd.concat([r.assign(roi=np.arange(len(masks)), lesion_fraction=frac) for r in rows], ignore_index=True)
 
 def _mean_ci(v):
     "Mean and t-based 95 % interval of the finite values of `v`."
     from scipy import stats
     v = np.asarray(v, float); v = v[np.isfinite(v)]
     if len(v) < 2: return (float(v.mean()) if len(v) else np.nan, np.nan, np.nan)
+    if v.std() == 0: return (float(v.mean()),) * 3
     lo, hi = stats.t.interval(0.95, len(v) - 1, loc=v.mean(), scale=stats.sem(v))
     return (float(v.mean()), float(lo), float(hi))
 
-def localisation_summary(scores:pd.DataFrame, correct=None) -> pd.DataFrame:
-    "N, pointing-game rate (Wilson CI), mean energy inside (t CI), for maps and baseline; all/correct/wrong."
-    groups = {'all': np.ones(len(scores), bool)}
+def localisation_summary(scores:pd.DataFrame,  # from `localisation`
+                         correct=None          # per ROI: classified correctly at the report's threshold
+                        ) -> pd.DataFrame:
+    "Per group (all/correct/wrong) and map: N, pointing rate (Wilson CI), mean mass and rank accuracy (t CIs), lesion share."
+    n_roi = scores.roi.nunique()
+    groups = {'all': np.ones(n_roi, bool)}
     if correct is not None: groups.update(correct=np.asarray(correct, bool), wrong=~np.asarray(correct, bool))
     rows = []
     for name, sel in groups.items():
-        s = scores[sel]; n = len(s)
-        for who, pcol, ecol in (('cam', 'pointing', 'energy'), ('centre baseline', 'baseline_pointing', 'baseline_energy')):
-            k = int(s[pcol].sum()); lo, hi = wilson_ci(k, n); e, elo, ehi = _mean_ci(s[ecol])
-            rows.append(dict(group=name, map=who, n=n, pointing=k / n if n else np.nan, pointing_low=lo, pointing_high=hi,
-                             energy=e, energy_low=elo, energy_high=ehi, lesion_fraction=float(s.lesion_fraction.mean()) if n else np.nan))
+        for who, s in scores[sel[scores.roi.values]].groupby('map', sort=False):
+            n = len(s); k = float(s.pointing.sum())
+            lo, hi = (np.nan, np.nan) if who == BASELINES[1] or not n else wilson_ci(int(round(k)), n)   # the random point's rate is an expectation: no sampling CI
+            m, mlo, mhi = _mean_ci(s['mass']); r, rlo, rhi = _mean_ci(s['rank'])
+            rows.append(dict(group=name, map=who, n=n, n_finite=int(np.isfinite(s['mass']).sum()), pointing=k / n if n else np.nan, pointing_low=lo, pointing_high=hi,
+                             mass=m, mass_low=mlo, mass_high=mhi, rank=r, rank_low=rlo, rank_high=rhi,
+                             lesion_fraction=float(s.lesion_fraction.mean()) if n else np.nan))
     return pd.DataFrame(rows)
 
-# %% ../nbs/11_gradcam.ipynb #c023
+# %% ../nbs/11_gradcam.ipynb #c026
 def explain_rows(table:pd.DataFrame,     # rows with `patch_path`
-                 model, stats, method='gradcam', category=1) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+                 model, stats, method='gradcam', category=1,
+                 level=0                 # target layer: the body's resolution level (0 last, 1, 2 earlier)
+                ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     "(patches, masks, cams) for the rows of `table` from one model."
-    return member_cams([(model, dict(stats=stats))], table, method, category)
+    return member_cams([(model, dict(stats=stats))], table, method, category, level=level)
 
 def member_cams(models,                  # (model, config) pairs, e.g. from `load_model`
                 table:pd.DataFrame,      # rows with `patch_path`
-                method='gradcam', category=1, progress=False) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+                method='gradcam', category=1, progress=False,
+                level=0                  # target layer: the body's resolution level (0 last, 1, 2 earlier)
+               ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     "(patches, masks, cams) for the rows of `table`, each patch read once and the maps averaged over `models`."
     from mcal.data import load_patch
     loaded = [load_patch(p) for p in table.patch_path]
@@ -168,7 +220,7 @@ def member_cams(models,                  # (model, config) pairs, e.g. from `loa
     patches, masks = np.stack([p for p, _ in loaded]), np.stack([m for _, m in loaded]).astype(bool)
     cams = np.zeros(patches.shape, np.float32)
     for model, cfg in models:
-        with CamExplainer(model, cfg['stats'], method) as explain:
+        with CamExplainer(model, cfg['stats'], method, level) as explain:
             starts = range(0, len(patches), explain.batch_size)
             if progress:
                 from fastprogress.fastprogress import progress_bar
@@ -176,7 +228,62 @@ def member_cams(models,                  # (model, config) pairs, e.g. from `loa
             for i in starts: cams[i:i + explain.batch_size] += explain(patches[i:i + explain.batch_size], category)
     return patches, masks, cams / len(models)
 
-# %% ../nbs/11_gradcam.ipynb #c026
+# %% ../nbs/11_gradcam.ipynb #c029
+def road_scores(model:nn.Module,         # an mcal model
+                stats,                   # its normalisation (mean, std)
+                patches:np.ndarray,      # (N, H, W) grey patches
+                maps:np.ndarray,         # (N, H, W) maps to test (a CAM or a baseline)
+                category=1, percentiles=(20, 40, 60, 80)) -> np.ndarray:
+    "pytorch-grad-cam's ROADCombined faithfulness of each map (higher: removing what it marks hurts the class score more)."
+    from pytorch_grad_cam.metrics.road import ROADCombined
+    from pytorch_grad_cam.utils.model_targets import ClassifierOutputSoftmaxTarget
+    with model_state(model):
+        model.eval().float()
+        x = normalise_patches(np.asarray(patches), stats)
+        with torch.no_grad():
+            return np.asarray(ROADCombined(percentiles=list(percentiles))(x, np.asarray(maps, np.float32), [ClassifierOutputSoftmaxTarget(category)] * len(x), model), float).ravel()
+
+def randomisation_check(model:nn.Module,  # an mcal model (not modified: a copy is randomised)
+                        stats,            # its normalisation (mean, std)
+                        patches:np.ndarray, # (N, H, W) grey patches
+                        method='gradcam', level=0, category=1, seed=0) -> np.ndarray:
+    "Quantus's MPRT: Spearman correlation, per patch, between the map of `model` and of `model` with every layer randomised (NaN: a map was all zero)."
+    q = _quantus()
+    import copy
+    net = copy.deepcopy(model).eval().float()
+    def explain(model, inputs, targets, **kw):
+        with CamExplainer(model, stats, method, level if model is net else _same_layer(net, model, level)) as ex:
+            return ex(torch.as_tensor(inputs), category)[:, None]
+    x = normalise_patches(np.asarray(patches), stats).numpy()
+    mprt = q.MPRT(similarity_func=_spearman, layer_order='top_down', skip_layers=True,
+                  return_last_correlation=True, seed=seed, disable_warnings=True, display_progressbar=False)
+    def run(xs):
+        with warnings.catch_warnings():
+            warnings.filterwarnings('ignore', category=UserWarning); warnings.filterwarnings('ignore', category=RuntimeWarning)
+            return np.asarray(mprt(model=net, x_batch=xs, y_batch=np.full(len(xs), category), a_batch=None, explain_func=explain,
+                                   batch_size=len(xs)), float).ravel()
+    try: return run(x)
+    except AssertionError: pass       # Quantus refuses a batch whose maps are all zero (e.g. Grad-CAM of a random network): one at a time
+    out = np.full(len(x), np.nan)
+    for i in range(len(x)):
+        try: out[i] = run(x[i:i + 1])[0]
+        except AssertionError: pass
+    return out
+
+def _spearman(a, b, batched=False, **kwargs):
+    "Spearman correlation per row (Quantus's `correlation_spearman` fails on a constant map; this gives NaN there)."
+    from scipy.stats import spearmanr
+    with warnings.catch_warnings():
+        warnings.simplefilter('ignore')
+        if not batched: return float(spearmanr(np.ravel(a), np.ravel(b)).statistic)
+        return np.array([spearmanr(x, y).statistic for x, y in zip(a, b)], float)
+
+def _same_layer(original:nn.Module, copy:nn.Module, level:int) -> nn.Module:
+    "In a copy of `original`, the module at the place of `body_layer(original, level)`."
+    name = next(n for n, m in original.named_modules() if m is body_layer(original, level))
+    return copy.get_submodule(name)
+
+# %% ../nbs/11_gradcam.ipynb #c032
 def write_cams(members,                  # member folders
                table:pd.DataFrame,       # rows with roi_id, label, patch_path (and prob)
                folder,                   # where the PNGs go, one per roi_id

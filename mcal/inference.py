@@ -16,17 +16,48 @@ from .callbacks import plain
 import mcal
 
 # %% auto #0
-__all__ = ['FORMAT', 'save_model', 'read_config', 'file_digest', 'load_model', 'ReuseError', 'request_diff', 'reusable',
-           'normalise_patches', 'model_state', 'predict']
+__all__ = ['FORMAT', 'export_onnx', 'OnnxModel', 'onnx_available', 'save_model', 'read_config', 'file_digest', 'load_model',
+           'ReuseError', 'request_diff', 'reusable', 'normalise_patches', 'model_state', 'predict']
 
 # %% ../nbs/07_inference.ipynb #c006
+def export_onnx(model:nn.Module,   # an mcal model (copied; the original is untouched)
+                path,              # the .onnx file to write
+                size:int           # patch side the export traces with (the batch axis stays dynamic)
+               ) -> Path:
+    "Export `model` (float32, eval, batch axis dynamic) to ONNX at `path`, atomically; the model is handed back unchanged."
+    import warnings, copy
+    path = Path(path); tmp = path.with_name(path.stem + '.tmp.onnx')
+    net = copy.deepcopy(model).float().eval().to(memory_format=torch.contiguous_format).cpu()
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter('ignore')
+        torch.onnx.export(net, (torch.zeros(1, 3, size, size),), str(tmp), dynamo=False, input_names=['patches'], output_names=['logits'],
+                          dynamic_axes={'patches': {0: 'n'}, 'logits': {0: 'n'}}, opset_version=17)
+    tmp.replace(path)
+    return path
+
+class OnnxModel:
+    "A saved model run by ONNX Runtime (CPU): what `load_model(folder, engine='onnx')` returns; `predict` accepts it."
+    def __init__(self, path # a model.onnx written by `save_model`
+                ):
+        import onnxruntime as ort
+        self.path = Path(path)
+        self.session = ort.InferenceSession(str(path), providers=['CPUExecutionProvider'])
+    def __call__(self, x:np.ndarray) -> np.ndarray: return self.session.run(['logits'], {'patches': np.ascontiguousarray(x, np.float32)})[0]
+
+def onnx_available() -> bool:
+    "Whether ONNX Runtime can be imported here."
+    import importlib.util
+    return importlib.util.find_spec('onnxruntime') is not None
+
+# %% ../nbs/07_inference.ipynb #c008
 FORMAT = 'mcal-model-1'
 
 def save_model(model:nn.Module,   # an `RoiModel` (or a learner, whose `.model` and `.config` are used)
                config:dict=None,  # backbone, classes, stats, field_of_view_mm, patch_size, history, request ...
-               folder=None        # where to write model.safetensors and config.json
+               folder=None,       # where to write model.safetensors and config.json
+               onnx=True          # also write model.onnx (ONNX Runtime inference, no pickle, no torch needed to serve it)
               ) -> Path:
-    "Write `model.safetensors` and `config.json` into `folder` (atomically)."
+    "Write `model.safetensors`, `model.onnx` and `config.json` into `folder` (atomically)."
     from safetensors.torch import save_file
     if config is None: model, config = model.model, model.config       # a learner from `roi_learner`
     folder = Path(folder); folder.mkdir(parents=True, exist_ok=True)
@@ -36,6 +67,13 @@ def save_model(model:nn.Module,   # an `RoiModel` (or a learner, whose `.model` 
     save_file(sd, str(folder / 'model.tmp'), metadata=dict(format=FORMAT))
     (folder / 'config.tmp').write_text(json.dumps(cfg, indent=1, default=str))
     (folder / 'model.tmp').replace(folder / 'model.safetensors')
+    if not onnx:
+        for f in folder.glob('model*.onnx'): f.unlink()            # never leave an ONNX file of other weights beside these
+    else:
+        try: export_onnx(model, folder / 'model.onnx', cfg.get('patch_size') or 64)
+        except Exception as e:                                       # the PyTorch weights stay usable; say why there is no ONNX file
+            import warnings; warnings.warn(f'{folder}: ONNX export failed ({type(e).__name__}: {str(e)[:200]}); model.onnx not written, PyTorch inference only')
+            for f in folder.glob('model*.onnx'): f.unlink()
     (folder / 'config.tmp').replace(folder / 'config.json')          # written last: its presence means finished
     return folder
 
@@ -61,16 +99,23 @@ def file_digest(path, n=16) -> str:
         for block in iter(lambda: f.read(1 << 20), b''): h.update(block)
     return h.hexdigest()[:n]
 
-def load_model(folder) -> tuple[nn.Module, dict]:
+def load_model(folder,
+               engine='torch'             # 'torch'; 'onnx' (ONNX Runtime; an error if impossible); 'auto' (ONNX when model.onnx and onnxruntime exist)
+              ) -> tuple[nn.Module|OnnxModel, dict]:
     "The model (in eval mode) and config saved in `folder` by `save_model`."
     cfg = read_config(folder)
+    if engine not in ('torch', 'onnx', 'auto'): raise MCalError(f'engine {engine!r}: torch, onnx or auto')
+    onnx_file = Path(folder) / 'model.onnx'
+    if engine == 'onnx' and not onnx_available(): raise MCalError('engine onnx needs ONNX Runtime: pip install onnxruntime')
+    if engine == 'onnx' and not onnx_file.exists(): raise WeightsError(f'{folder}: no model.onnx (saved by an older mcal?); use engine torch')
+    if engine != 'torch' and onnx_file.exists() and onnx_available(): return OnnxModel(onnx_file), cfg
     model = roi_model(cfg['backbone'], len(cfg['classes']), weights=None)
     sd = read_state_dict(Path(folder) / 'model.safetensors')
     try: model.load_state_dict(sd, strict=True)
     except RuntimeError as e: raise WeightsError(f'{folder}: weights do not fit {cfg["backbone"]}: {e}') from e
     return model.eval(), cfg
 
-# %% ../nbs/07_inference.ipynb #c009
+# %% ../nbs/07_inference.ipynb #c011
 class ReuseError(MCalError):
     "A model folder that holds a model trained for another request."
 
@@ -96,7 +141,7 @@ def reusable(folder,                # a model folder
     raise ReuseError(f'{folder} holds a model trained for another request ({shown}). Use another folder, delete this one, '
                      f"or retrain into it (on_mismatch='retrain')")
 
-# %% ../nbs/07_inference.ipynb #c012
+# %% ../nbs/07_inference.ipynb #c014
 def normalise_patches(patches:np.ndarray, # (N, H, W) grey patches in [0, 1]
                       stats               # the (mean, std) the model was trained with
                      ) -> torch.Tensor:
@@ -119,7 +164,7 @@ def model_state(model:nn.Module):
         model.train(training).to(dtype=dtype, memory_format=torch.channels_last if cl else torch.contiguous_format)
         for p, g in zip(model.parameters(), grads): p.grad = g          # gradients computed while borrowed are dropped
 
-# %% ../nbs/07_inference.ipynb #c013
+# %% ../nbs/07_inference.ipynb #c015
 def predict(model,                 # a model from `load_model` (or a learner's model)
             patches,               # (N, H, W) grey patches in [0, 1], or a list of cached patch paths
             stats,                 # the normalisation (mean, std) of the model
@@ -129,6 +174,13 @@ def predict(model,                 # a model from `load_model` (or a learner's m
     if len(patches) and isinstance(patches[0], (str, Path)):
         from mcal.data import load_patch
         patches = np.stack([load_patch(p)[0] for p in patches])
+    if isinstance(model, OnnxModel):
+        out = []
+        for i in range(0, len(patches), bs):
+            x = normalise_patches(np.asarray(patches[i:i + bs]), stats).numpy()
+            views = [x, x[..., ::-1], x[..., ::-1, :], x[..., ::-1, ::-1]] if tta else [x]
+            out.append(np.mean([torch.from_numpy(model(v)).float().softmax(1).numpy() for v in views], axis=0))
+        return np.concatenate(out) if out else np.zeros((0, 2), np.float32)
     out, device = [], next(model.parameters()).device
     with model_state(model), torch.inference_mode():
         model.eval().float().to(memory_format=torch.channels_last)

@@ -4,7 +4,7 @@
 
 # %% ../nbs/08_learner.ipynb #c003
 from __future__ import annotations
-import hashlib, json, random, shutil
+import hashlib, json, random, shutil, time, warnings
 from functools import partial
 from pathlib import Path
 import numpy as np
@@ -16,12 +16,12 @@ from .core import *
 from .roi import DEFAULT_FIELD_OF_VIEW_MM
 from .weights import get_backbone, roi_model, roi_splitter, read_state_dict
 from .callbacks import (cpu_supports_bf16, bf16_is_faster, BF16Autocast, EpochCheckpoint, resume_point, write_progress,
-                            load_checkpoint, malignant_auc)
+                            load_checkpoint, malignant_auc, auc_or_nan)
 from .inference import save_model, read_config, reusable, file_digest
 
 # %% auto #0
-__all__ = ['RoiLearner', 'dls_stats', 'roi_learner', 'group_lrs', 'data_fingerprint', 'fine_tune', 'stage1', 'weights_id',
-           'transfer']
+__all__ = ['RoiLearner', 'dls_stats', 'class_weights', 'roi_learner', 'group_lrs', 'data_fingerprint', 'fine_tune', 'stage1',
+           'model_card', 'weights_id', 'transfer']
 
 # %% ../nbs/08_learner.ipynb #c006
 class RoiLearner(Learner):
@@ -41,6 +41,13 @@ def _use_bf16(bf16, model, dls, size, name) -> bool:
     if bf16 != 'auto': return bool(bf16) and on_cpu
     return on_cpu and size is not None and cpu_supports_bf16() and bf16_is_faster(model, size, key=(name, size))
 
+def class_weights(dls # DataLoaders whose training labels are counted
+                 ) -> torch.Tensor:
+    "Loss weights n / (k · n_class) from the training labels: each class weighs as much as the others in total."
+    counts = np.bincount([int(y) for y in dls.train_ds.tls[1]], minlength=dls.c).astype(float)
+    if (counts == 0).any(): raise MCalError(f'class(es) {[c for c, n in zip(dls.vocab, counts) if not n]} have no training rows: nothing to balance')
+    return torch.tensor(counts.sum() / (len(counts) * counts), dtype=torch.float32, device=getattr(dls, 'device', None))
+
 # %% ../nbs/08_learner.ipynb #c007
 def roi_learner(dls,                          # fastai DataLoaders, e.g. from `patch_dataloaders`
                 backbone='resnext50_32x4d',   # a name in `BACKBONES`
@@ -50,6 +57,7 @@ def roi_learner(dls,                          # fastai DataLoaders, e.g. from `p
                 channels_last=True,           # fastai's channels-last memory format
                 metrics=None,                 # default: AUC and accuracy
                 seed=None,                    # seed everything before the new head is initialised
+                balanced=False,               # weight the loss by inverse class frequency of the training set
                 cbs=None, **kwargs) -> RoiLearner:
     "A frozen learner for ROI classification on `backbone`, with four parameter groups."
     bb = get_backbone(backbone)
@@ -65,7 +73,7 @@ def roi_learner(dls,                          # fastai DataLoaders, e.g. from `p
     config = dict(backbone=bb.name, classes=[str(c) for c in dls.vocab], stats=[list(bb.stats[0]), list(bb.stats[1])],
                   weights=weights if weights in ('imagenet', None) else str(weights),
                   field_of_view_mm=field_of_view_mm, patch_size=size, bf16=use_bf16, history=[])
-    learn = RoiLearner(dls, model, config, loss_func=CrossEntropyLossFlat(), splitter=roi_splitter,
+    learn = RoiLearner(dls, model, config, loss_func=CrossEntropyLossFlat(weight=class_weights(dls) if balanced else None), splitter=roi_splitter,
                        opt_func=partial(OptimWrapper, opt=torch.optim.AdamW),
                        metrics=metrics if metrics is not None else [malignant_auc(), accuracy], cbs=cbs, **kwargs)
     learn.freeze()
@@ -131,25 +139,55 @@ def fine_tune(learn:Learner,          # from `roi_learner` or `transfer`
 def stage1(dls,                          # intermediate DataLoaders (whole images or ROIs, their own classes)
            folder,                       # where the stage-1 model folder is saved
            backbone='resnext50_32x4d', weights='imagenet',
-           epochs=2, lr=1e-3, frozen_epochs=1, lr_mult=100, seed=0,
+           epochs=4,                     # one-cycle epochs with every layer training
+           lr=1e-3,                      # the head, and with lr_mult=1 every layer, peaks at lr/2 once unfrozen
+           frozen_epochs=0,              # head-only epochs first (measured on screening640: they only cost budget)
+           lr_mult=1,                    # the early body peaks at lr/2/lr_mult (fastai's target default 100 starves it far from ImageNet)
+           balanced=True,                # class-weighted loss (screening sets hold few cancers)
+           seed=0,
            on_mismatch='error',          # a folder trained for another request: 'error' or 'retrain'
            quiet=False,                  # no progress bars or epoch tables (scripts, logs)
+           data:str=None,                # what the intermediate set is, for the model card (e.g. 'screening640, patient-grouped')
            **kwargs) -> Path:
-    "Stage 1 of d-TL: fine-tune `backbone` on the intermediate task and save it to `folder`; reused for the same request."
+    "Stage 1 of d-TL: fine-tune `backbone` on the intermediate task and save it to `folder` with its card; reused for the same request."
     folder = Path(folder)
     request = dict(stage='intermediate', backbone=get_backbone(backbone).name, weights=weights_id(weights), classes=[str(c) for c in dls.vocab],
-                   epochs=epochs, lr=lr, frozen_epochs=frozen_epochs, lr_mult=lr_mult, seed=seed, bs=dls.bs, data=data_fingerprint(dls),
-                   bf16=str(kwargs.get('bf16', 'auto')))
+                   epochs=epochs, lr=lr, frozen_epochs=frozen_epochs, lr_mult=lr_mult, balanced=balanced, seed=seed, bs=dls.bs,
+                   data=data_fingerprint(dls), bf16=str(kwargs.get('bf16', 'auto')))
     if reusable(folder, request, on_mismatch): return folder
-    learn = roi_learner(dls, backbone, weights, seed=seed, **kwargs)
+    t0 = time.time()
+    learn = roi_learner(dls, backbone, weights, seed=seed, balanced=balanced, **kwargs)
     train = partial(fine_tune, learn, epochs, lr, frozen_epochs, lr_mult, checkpoint_dir=folder / 'checkpoints', seed=seed, request=request)
     if quiet:
         with learn.no_bar(), learn.no_logging(): train()
     else: train()
-    learn.config.update(stage='intermediate', request=request)
+    learn.config.update(stage='intermediate', request=request, card=model_card(learn, data, time.time() - t0))
     save_model(learn.model, learn.config, folder)
     shutil.rmtree(folder / 'checkpoints', ignore_errors=True)       # finished: the model folder is the result
     return folder
+
+def model_card(learn:Learner,    # a trained learner
+               data:str=None,      # what the data are, in words
+               wall_s:float=None   # training time in seconds
+              ) -> dict:
+    "What a trained model is: its data, sizes, resolution, schedule and validation AUC (positive = last class)."
+    valid = learn.dls.valid.items
+    with learn.no_bar(), warnings.catch_warnings():
+        warnings.filterwarnings('ignore', message='auc shown as nan')
+        probs, targs = learn.get_preds(dl=learn.dls.valid)[:2] if len(valid) else (torch.zeros(0, learn.dls.c), torch.zeros(0))
+    ids = lambda items: int(items.patient_id.nunique()) if hasattr(items, 'patient_id') else None
+    return dict(data=data, classes=learn.config['classes'], positive=learn.config['classes'][-1], patch_size=learn.config['patch_size'],
+                field_of_view_mm=learn.config['field_of_view_mm'], n_train=len(learn.dls.train.items), train_patients=ids(learn.dls.train.items),
+                n_valid=len(valid), valid_patients=ids(valid), valid_positives=int((targs == learn.dls.c - 1).sum()),
+                valid_auc=round(auc_or_nan(probs[:, -1].float().numpy(), (targs == learn.dls.c - 1).numpy()), 4) if len(valid) else None,
+                valid_auc_by_epoch=_epoch_aucs(learn), schedule=learn.config['history'][-1] if learn.config['history'] else None,
+                wall_s=None if wall_s is None else round(wall_s, 1))
+
+def _epoch_aucs(learn) -> list|None:
+    "The validation AUC after each epoch of the last fit, from fastai's recorder."
+    names = list(learn.recorder.metric_names[1:-1])         # train_loss, valid_loss, metrics (epoch and time excluded)
+    if 'auc' not in names: return None
+    return [None if v[names.index('auc')] is None else round(float(v[names.index('auc')]), 4) for v in learn.recorder.values]
 
 def weights_id(weights) -> str|None:
     "What starting weights are, for a request: 'imagenet', None, or a weights file's name and content digest."

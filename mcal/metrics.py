@@ -15,7 +15,8 @@ from .datasets import normalise_birads, normalise_label
 __all__ = ['BIRADS_SCORE', 'BIOPSY_THRESHOLD', 'BIRADS_ZERO', 'as_binary', 'placements', 'auc', 'delong_variance', 'auc_ci',
            'delong_paired', 'delong_unpaired', 'roc_points', 'binary_metrics', 'OperatingPoint', 'birads_score',
            'patient_bootstrap', 'brier', 'reliability', 'expected_calibration_error', 'fit_recalibration', 'wilson_ci',
-           'results_table', 'reader_points', 'roc_figure', 'roc_plot', 'reader_analysis']
+           'results_table', 'reader_points', 'roc_figure', 'roc_plot', 'reader_analysis', 'decision_curve',
+           'decision_curve_plot', 'biopsies_avoided', 'reliability_plot']
 
 # %% ../nbs/10_metrics.ipynb #c006
 def as_binary(labels) -> np.ndarray:
@@ -350,3 +351,69 @@ def reader_analysis(table:pd.DataFrame,  # ROI table with `label`, `birads`, `pa
     return dict(N=int(k.sum()), benign=int((yk == 0).sum()), malignant=int((yk == 1).sum()), excluded_birads0=int((~k).sum()),
                 patients=int(pd.Series(table.patient_id.values[k]).nunique()),
                 AUC=f'{a:.3f} [{lo:.3f}, {hi:.3f}]', **{('PPV' if q == 'ppv' else q): _fmt(bs.estimate[q], bs.low[q], bs.high[q], pct=True) for q in keys})
+
+# %% ../nbs/10_metrics.ipynb #c048
+def decision_curve(labels, model_scores,
+                   reader_birads=None,          # the reader's BI-RADS: BI-RADS ≥ 4 as a yes/no test
+                   thresholds=None,             # threshold probabilities (default 0.01 ... 0.99)
+                   zero='exclude') -> pd.DataFrame:
+    "Net benefit by threshold probability (dcurves.dca) for the model, the reader (if given), biopsy all and none."
+    import dcurves
+    y = as_binary(labels); s = _as_scores(model_scores, len(y), 'model scores')
+    if ((s < 0) | (s > 1)).any(): raise MCalError('decision curves need probabilities in [0, 1]; calibrate scores first (fit_recalibration)')
+    df = pd.DataFrame(dict(malignant=y, model=s))
+    names = ['model']
+    if reader_birads is not None:
+        r = birads_score(reader_birads, zero=zero)
+        if r.shape != y.shape: raise MCalError(f'{len(y)} labels but {r.size} reader BI-RADS assessments')
+        df = df.assign(reader=(r >= BIOPSY_THRESHOLD).astype(int))[np.isfinite(r)]
+        names.append('reader')
+    t = np.round(np.arange(0.01, 1.0, 0.01), 2) if thresholds is None else np.asarray(thresholds, float)
+    out = dcurves.dca(data=df, outcome='malignant', modelnames=names, thresholds=t)
+    return out.rename(columns={'model': 'strategy'}).replace({'strategy': {'all': 'biopsy all', 'none': 'biopsy none'}})
+
+def decision_curve_plot(dca:pd.DataFrame, title='Decision curve', ax=None):
+    "Net benefit against threshold probability for each strategy of `decision_curve`; returns the `Figure`."
+    if ax is None: fig = NotebookFigure(figsize=(6.5, 4.5)); ax = fig.subplots()
+    else: fig = ax.figure
+    for name, g in dca.groupby('strategy', sort=False):
+        ax.plot(g.threshold, g.net_benefit, lw=2 if name in ('model', 'reader') else 1.2, ls='--' if name == 'biopsy all' else '-', label=name)
+    prev = dca.prevalence.iloc[0]
+    ax.set(xlabel='threshold probability (risk at which one would biopsy)', ylabel='net benefit', ylim=(-0.05, max(prev, 0.05) * 1.15),
+           title=f'{title} (N={int(dca.n.iloc[0])}, prevalence {prev:.2f})')
+    ax.axhline(0, color='grey', lw=0.8); ax.legend(fontsize=8); fig.tight_layout()
+    return fig
+
+def biopsies_avoided(labels,            # truth of biopsied cases (benign/malignant or 0/1)
+                     model_scores,      # the model's scores
+                     reader_birads,     # the reader's BI-RADS per case
+                     patient_ids=None,  # for the patient bootstrap (None: each case its own patient)
+                     zero='exclude', n_boot=1000, seed=0) -> dict:
+    "Benign biopsies the model would avoid per 100 biopsied cases at (at least) the reader's BI-RADS ≥ 4 sensitivity, patient-bootstrap CI."
+    y = as_binary(labels); s = _as_scores(model_scores, len(y), 'model scores'); r = birads_score(reader_birads, zero=zero)
+    if r.shape != y.shape: raise MCalError(f'{len(y)} labels but {r.size} reader BI-RADS assessments')
+    k = np.isfinite(r); y, s, r = y[k], s[k], r[k]
+    pids = np.asarray(patient_ids)[k] if patient_ids is not None else None
+    def stat(yy, ss, rr):
+        reader = binary_metrics(yy, rr, BIOPSY_THRESHOLD)
+        pts = roc_points(yy, ss).iloc[1:]
+        t = pts.threshold[pts.tpr >= reader['sensitivity'] - 1e-12].iloc[0]           # the highest threshold that keeps the reader's sensitivity
+        model = binary_metrics(yy, ss, t)
+        return dict(avoided_per_100=100 * (reader['fp'] - model['fp']) / len(yy), model_threshold=float(t),
+                    reader_sensitivity=reader['sensitivity'], model_sensitivity=model['sensitivity'],
+                    reader_benign_biopsies=reader['fp'], model_benign_biopsies=model['fp'])
+    point = stat(y, s, r)
+    bs = patient_bootstrap(lambda yy, ss, rr: stat(yy, ss, rr)['avoided_per_100'], y, s, r, patient_ids=pids, n_boot=n_boot, seed=seed)
+    return dict(point, ci_low=float(bs.low.iloc[0]), ci_high=float(bs.high.iloc[0]), n=len(y), excluded_without_birads=int((~k).sum()))
+
+def reliability_plot(labels, probs, n_bins=10, title='Calibration', ax=None):
+    "Reliability diagram (observed malignant rate per bin of predicted probability, with bin sizes) with Brier and ECE."
+    rel = reliability(labels, probs, n_bins)
+    if ax is None: fig = NotebookFigure(figsize=(5, 5)); ax = fig.subplots()
+    else: fig = ax.figure
+    ax.plot([0, 1], [0, 1], ':', color='grey', label='perfect calibration')
+    ax.plot(rel.mean_predicted, rel.observed, 'o-', label=f'model: Brier {brier(labels, probs):.3f}, ECE {expected_calibration_error(labels, probs, n_bins):.3f}')
+    for r in rel.itertuples(): ax.annotate(f'n={r.n}', (r.mean_predicted, r.observed), textcoords='offset points', xytext=(4, -10), fontsize=7)
+    ax.set(xlabel='predicted probability of malignancy', ylabel='observed malignant fraction', xlim=(0, 1), ylim=(0, 1), title=title)
+    ax.legend(fontsize=8, loc='upper left'); fig.tight_layout()
+    return fig

@@ -7,22 +7,25 @@ from __future__ import annotations
 import json, shutil, time
 from dataclasses import dataclass, field
 from pathlib import Path
+import numpy as np
 import pandas as pd
 from .core import *
 from .roi import DEFAULT_FIELD_OF_VIEW_MM, show_patches
-from .datasets import load_csv, usable
+from .datasets import load_csv, usable, normalise_label, normalise_birads
 from .data import build_patches, load_patch, paper_split, grouped_cv, patch_dataloaders, whole_image_task, skipped_items, check_one_intent
 from .weights import get_backbone
 from .inference import read_config
 from .learner import stage1
 from .ensemble import cross_validate, ensemble_predictions, model_members
-from .metrics import results_table, roc_figure, roc_plot, auc_ci, OperatingPoint
+from .metrics import (results_table, roc_figure, roc_plot, auc_ci, OperatingPoint, decision_curve, decision_curve_plot, biopsies_avoided,
+                          reliability_plot, reliability, brier, expected_calibration_error, reader_analysis, birads_score)
 from .gradcam import write_cams
 from .synth import default_study
 
 # %% auto #0
 __all__ = ['study_csv', 'Ingested', 'ingest', 'StudyRun', 'run_study', 'write_study_report', 'Predictions', 'predict_rois',
-           'write_predictions_report']
+           'write_predictions_report', 'Evaluation', 'read_predictions', 'evaluate_predictions',
+           'write_evaluation_report']
 
 # %% ../nbs/13_pipeline.ipynb #c006
 def study_csv(data) -> Path:
@@ -235,6 +238,7 @@ def predict_rois(model,                 # saved model folder, folder of members,
                  tta=True,              # flip test-time augmentation
                  cams=True,             # Grad-CAM overlay PNGs
                  method='gradcam',      # CAM method
+                 engine='auto',         # 'auto' (ONNX Runtime when installed and the model has model.onnx), 'onnx' or 'torch'
                  progress=True) -> Predictions:
     "Apply a saved ensemble to a study's ROIs: predictions.csv, gradcam/, report.html, skipped.csv in `out`."
     t0 = time.time()
@@ -245,7 +249,7 @@ def predict_rois(model,                 # saved model folder, folder of members,
     try:
         ing = ingest(data, work / 'cache', cfg['field_of_view_mm'], cfg['patch_size'], require_labels=False, progress=progress)
         _check_intent(cfg, ing.patches, model)
-        preds = ensemble_predictions(members, ing.patches, tta=tta) if len(ing.patches) else pd.DataFrame(columns=['roi_id', 'prob'])
+        preds = ensemble_predictions(members, ing.patches, tta=tta, engine=engine) if len(ing.patches) else pd.DataFrame(columns=['roi_id', 'prob'])
         if cams and len(ing.patches): write_cams(members, ing.patches.merge(preds[['roi_id', 'prob']], on='roi_id'), work / 'gradcam', method, progress)
         threshold, source = _threshold_of(model)
         result = Predictions(out, model, members, cfg, ing, preds, threshold, source, time.time() - t0)
@@ -280,3 +284,109 @@ def write_predictions_report(pred:Predictions, folder=None) -> Path:
     _atomic_text(folder / 'report.html', '<html><head><meta charset="utf-8"><title>mcal predictions</title></head><body>'
                  + '\n'.join(html) + '</body></html>')
     return folder / 'report.html'
+
+# %% ../nbs/13_pipeline.ipynb #c027
+@dataclass
+class Evaluation:
+    "What `evaluate_predictions` measured."
+    source: Path
+    table: pd.DataFrame          # the usable rows: roi_id, patient_id, label, score, birads
+    skipped: pd.DataFrame        # item, error, reason
+    results: pd.DataFrame        # the paper's table (model and/or reader)
+    decision: pd.DataFrame       # dcurves net benefit by threshold and strategy
+    avoided: dict = None         # benign biopsies avoided at the reader's sensitivity (None without a model and a reader)
+    calibration: dict = None     # brier, ece, reliability bins (None without model probabilities)
+    threshold: float = 0.5
+
+def read_predictions(path,           # predictions CSV, or a folder of CBIS-DDSM case CSVs
+                     score_col=None # the score column (default: prob, else score)
+                    ) -> tuple[pd.DataFrame, pd.DataFrame]:
+    "A predictions CSV (or a folder of CBIS-DDSM case CSVs: reader only) as (usable rows, skipped rows with reasons)."
+    path = Path(path)
+    if path.is_dir():
+        from mcal.datasets import load_cbis_ddsm
+        t = load_cbis_ddsm(path, lesion_types=['calcification'])
+        t = t[t.pathology != 'BENIGN_WITHOUT_CALLBACK']             # biopsied calcifications, as in the paper
+        return t[['roi_id', 'patient_id', 'label', 'birads']].assign(score=np.nan).reset_index(drop=True), pd.DataFrame(columns=['item', 'error', 'reason'])
+    if not path.exists(): raise AnnotationError(f'{path}: no such predictions file')
+    try: raw = pd.read_csv(path, dtype=str, keep_default_na=False)
+    except (pd.errors.ParserError, UnicodeDecodeError) as e: raise AnnotationError(f'{path}: not a readable CSV ({e})') from None
+    if 'set' in raw and (raw['set'] == 'test').any(): raw = raw[raw['set'] == 'test']   # an mcal report: the held-out test rows only
+    if score_col and score_col not in raw: raise AnnotationError(f'{path}: no column {score_col!r} (columns: {", ".join(raw.columns)})')
+    score_col = score_col or next((c for c in ('prob', 'score') if c in raw), None)
+    missing = [c for c in ('roi_id', 'patient_id', 'label') if c not in raw] + ([] if score_col or 'birads' in raw else ['prob or score'])
+    if missing: raise AnnotationError(f'{path}: missing column(s) {missing}; a predictions CSV has roi_id, patient_id, label, prob (or score) and optionally birads')
+    rows, skipped, seen = [], [], set()
+    for i, r in raw.iterrows():
+        line, why = i + 2, None                                      # the header is line 1
+        try: label = normalise_label(r['label'])
+        except LabelError as e: label, why = None, f'label: {e}'
+        score = pd.to_numeric(r[score_col], errors='coerce') if score_col else np.nan
+        if why is None and score_col and not np.isfinite(score): why = f'{score_col} {r[score_col]!r} is not a number'
+        if why is None and not str(r['patient_id']).strip(): why = 'no patient_id'
+        if why is None and r['roi_id'] in seen: why = f'roi_id {r["roi_id"]!r} repeats an earlier row'
+        if why is None and label not in ('benign', 'malignant'): why = f'label {r["label"]!r} is not benign or malignant'
+        birads = None
+        if why is None and 'birads' in raw and str(r['birads']).strip():
+            try: birads = normalise_birads(r['birads'])
+            except MCalError as e: why = f'birads: {e}'
+        if why: skipped.append(dict(item=f'line {line} ({r["roi_id"]})', error='row', reason=why)); continue
+        seen.add(r['roi_id'])
+        rows.append(dict(roi_id=r['roi_id'], patient_id=r['patient_id'], label=label, score=float(score), birads=birads))
+    return pd.DataFrame(rows, columns=['roi_id', 'patient_id', 'label', 'score', 'birads']), pd.DataFrame(skipped, columns=['item', 'error', 'reason'])
+
+def evaluate_predictions(path,              # predictions CSV (mcal's or any tool's), or a folder of CBIS-DDSM case CSVs
+                         score_col=None,    # the score column (default: prob, else score)
+                         threshold=0.5,     # the model's operating threshold (mcal writes its fitted one to models/threshold.json)
+                         n_boot=1000, seed=0) -> Evaluation:
+    "The paper's table, calibration, decision curve and biopsies avoided for a predictions table."
+    t, skipped = read_predictions(path, score_col)
+    if t.label.nunique() < 2: raise AnnotationError(f'{path}: {len(t)} usable rows with label(s) {sorted(t.label.unique())}: an evaluation needs both benign and malignant')
+    reader = t.birads if t.birads.notna().any() else None
+    has_model = t.score.notna().all()
+    if not has_model and reader is None: raise AnnotationError(f'{path}: neither scores nor BI-RADS to evaluate')
+    if has_model: results = results_table(t.label, t.score, reader, patient_ids=t.patient_id, threshold=threshold, n_boot=n_boot, seed=seed)
+    else:
+        k = t[t.birads.map(lambda b: np.isfinite(birads_score([b])[0]))]
+        results = pd.DataFrame({'reader (BI-RADS ≥ 4)': reader_analysis(k, n_boot=n_boot, seed=seed)}).T
+    probs = has_model and t.score.between(0, 1).all()
+    decision = decision_curve(t.label, t.score if probs else np.zeros(len(t)), reader) if (probs or reader is not None) else None
+    if decision is not None and not probs: decision = decision[decision.strategy != 'model']      # a reader-only or uncalibrated table
+    avoided = biopsies_avoided(t.label, t.score, reader, t.patient_id, n_boot=n_boot, seed=seed) if has_model and reader is not None else None
+    calib = dict(brier=brier(t.label, t.score), ece=expected_calibration_error(t.label, t.score),
+                 reliability=reliability(t.label, t.score)) if probs else None
+    return Evaluation(Path(path), t, skipped, results, decision, avoided, calib, threshold)
+
+def write_evaluation_report(ev:Evaluation, # from `evaluate_predictions`
+                            out            # the report folder (created)
+                           ) -> Path:
+    "Write results.csv, roc.png/html, calibration.png/csv, decision_curve.png/csv, biopsies_avoided.json, skipped.csv, report.md into `out`."
+    out = Path(out); out.mkdir(parents=True, exist_ok=True)
+    t, reader = ev.table, (ev.table.birads if ev.table.birads.notna().any() else None)
+    ev.results.rename_axis('who').to_csv(out / 'results.csv'); ev.skipped.to_csv(out / 'skipped.csv', index=False)
+    lines = ['# mcal evaluation', '', f'Predictions: `{ev.source}`; usable rows: {len(t)} on {t.patient_id.nunique()} patients '
+             f'({int((t.label == "malignant").sum())} malignant); skipped: {len(ev.skipped)}', '', '```', ev.results.to_string(), '```', '']
+    def save(fig, name):
+        fig.savefig(out / f'{name}.tmp.png', dpi=90); (out / f'{name}.tmp.png').replace(out / f'{name}.png')
+    if t.score.notna().all():
+        save(roc_plot(t.label, t.score, reader, threshold=ev.threshold, title=f'ROC (N={len(t)})'), 'roc')
+        roc_figure(t.label, t.score, reader, threshold=ev.threshold, title=f'ROC (N={len(t)})').write_html(out / 'roc.html', include_plotlyjs=True)
+        lines += ['![ROC](roc.png) (interactive: [roc.html](roc.html))', '']
+    if ev.calibration:
+        ev.calibration['reliability'].to_csv(out / 'calibration.csv', index=False)
+        save(reliability_plot(t.label, t.score), 'calibration')
+        lines += [f'## Calibration', '', f'Brier {ev.calibration["brier"]:.3f}, ECE {ev.calibration["ece"]:.3f} (10 equal-width bins)', '', '![calibration](calibration.png)', '']
+    if ev.decision is not None:
+        ev.decision.to_csv(out / 'decision_curve.csv', index=False)
+        save(decision_curve_plot(ev.decision), 'decision_curve')
+        lines += ['## Decision curve (dcurves)', '', '![decision curve](decision_curve.png)', '']
+    if ev.avoided:
+        a = ev.avoided
+        _atomic_text(out / 'biopsies_avoided.json', json.dumps(a, indent=2, default=float))
+        lines += ['## Benign biopsies avoided at the reader\'s sensitivity', '',
+                  f'{a["avoided_per_100"]:.1f} per 100 biopsies [{a["ci_low"]:.1f}, {a["ci_high"]:.1f}] (patient bootstrap); reader '
+                  f'sensitivity {a["reader_sensitivity"]:.2f}, model at threshold {a["model_threshold"]:.3f}: sensitivity {a["model_sensitivity"]:.2f}; '
+                  f'benign biopsies {a["reader_benign_biopsies"]} (reader) vs {a["model_benign_biopsies"]} (model) of N = {a["n"]}', '']
+    if len(ev.skipped): lines += ['## Skipped', ''] + [f'- {r.item}: {r.reason}' for r in ev.skipped.itertuples()]
+    _atomic_text(out / 'report.md', '\n'.join(lines) + '\n')
+    return out / 'report.md'

@@ -103,13 +103,18 @@ def extract_patch(m:Mammogram,                  # the mammogram
                   field_of_view_mm:float=DEFAULT_FIELD_OF_VIEW_MM, # side of the square patch, in mm
                   size:int=DEFAULT_PATCH_SIZE,  # output side in pixels (the model's input size)
                   pixel_spacing_mm=None,        # overrides the mammogram's spacing
-                  lesion_scale:float|None=None  # ablation: side = this × lesion extent instead of a fixed mm
+                  lesion_scale:float|None=None, # ablation: side = this × lesion extent instead of a fixed mm
+                  offset_mm=(0., 0.)            # (dx, dy): the patch centre's shift from the ROI centre, in mm
                  ) -> Patch:
-    "Cut a square patch centred on `roi` at a fixed physical field of view and resample it to `size`."
+    "Cut a square patch centred on `roi` (or `offset_mm` from it) at a fixed physical field of view and resample it to `size`."
     H, W = m.image.shape
     cx, cy = roi.centre()
     if not (0 <= cx <= W - 1 and 0 <= cy <= H - 1):
         raise AnnotationError(f'{m.path}: ROI centre ({cx:.1f}, {cy:.1f}) lies outside the {W}x{H} image')
+    if any(offset_mm):
+        if lesion_scale: raise AnnotationError(f'{m.path}: offset_mm and lesion_scale exclude each other')
+        dx, dy = (float(v) / _spacing(m, pixel_spacing_mm) for v in offset_mm)
+        cx, cy = cx + dx, cy + dy
     if isinstance(roi, Circle) and roi.radius <= 0: raise AnnotationError(f'{m.path}: ROI radius {roi.radius} is not positive')
     if lesion_scale:
         side = max(int(round(lesion_scale * roi.extent())), 8)
@@ -151,7 +156,7 @@ def show_patches(images,            # (N, H, W) grey patches in [0, 1]
     fig.tight_layout()
     return fig
 
-# %% ../nbs/02_roi.ipynb #c028
+# %% ../nbs/02_roi.ipynb #c030
 def read_mask(path) -> np.ndarray:
     "Read a lesion mask image (DICOM or PNG, non-zero on the lesion) as a boolean array."
     m = read_mammogram(path, voi='none') if is_dicom(path) else read_mammogram(path)

@@ -14,7 +14,8 @@ from .core import *
 from .dicom import write_dicom
 
 # %% auto #0
-__all__ = ['synth_breast', 'add_cluster', 'make_study', 'default_study']
+__all__ = ['BENIGN_MORPHOLOGIES', 'SUSPICIOUS_MORPHOLOGIES', 'DISTRIBUTIONS', 'TRIAL_SPACING_MM', 'synth_breast', 'add_cluster',
+           'make_study', 'default_study', 'power_law_background', 'add_trial_cluster', 'reader_birads', 'make_trial']
 
 # %% ../nbs/12_synth.ipynb #c005
 def synth_breast(rng, shape=(448, 448)) -> tuple[np.ndarray, np.ndarray]:
@@ -138,3 +139,145 @@ def default_study() -> Path:
     out = Path.home() / '.cache' / 'mcal' / 'data_samples'
     if not (out / 'labels.csv').exists(): make_study(out)
     return out
+
+# %% ../nbs/12_synth.ipynb #c019
+def power_law_background(rng, shape, beta=3.0) -> np.ndarray:
+    "Gaussian noise with power spectrum 1/f^beta (anatomical-noise model), standardised to mean 0, sd 1."
+    fy, fx = np.meshgrid(np.fft.fftfreq(shape[0]), np.fft.rfftfreq(shape[1]), indexing='ij')
+    f = np.hypot(fx, fy); f[0, 0] = 1.0
+    spec = (rng.standard_normal(f.shape) + 1j * rng.standard_normal(f.shape)) / f ** (beta / 2)
+    spec[0, 0] = 0
+    img = np.fft.irfft2(spec, s=shape)
+    return ((img - img.mean()) / img.std()).astype(np.float32)
+
+# %% ../nbs/12_synth.ipynb #c021
+BENIGN_MORPHOLOGIES = ('punctate', 'round', 'rim', 'coarse')
+SUSPICIOUS_MORPHOLOGIES = ('amorphous', 'fine pleomorphic', 'fine linear branching')
+DISTRIBUTIONS = dict(benign=('scattered', 'diffuse'), malignant=('grouped', 'linear', 'segmental'))
+
+def _draw_calcification(canvas, rng, x, y, morphology, mm):
+    "Add one calcification (peak attenuation about 1) of `morphology` at (x, y) to `canvas`; sizes in pixels per mm `mm`."
+    H, W = canvas.shape
+    def blob(ry, rx, ang, ring=False):
+        r = int(np.ceil(3 * max(rx, ry))) + 2
+        y0, y1, x0, x1 = max(int(y) - r, 0), min(int(y) + r + 1, H), max(int(x) - r, 0), min(int(x) + r + 1, W)
+        if y0 >= y1 or x0 >= x1: return
+        ys, xs = np.mgrid[y0:y1, x0:x1]
+        c, s = np.cos(ang), np.sin(ang)
+        u, v = (xs - x) * c + (ys - y) * s, -(xs - x) * s + (ys - y) * c
+        d = np.sqrt((u / max(rx, 0.35)) ** 2 + (v / max(ry, 0.35)) ** 2)
+        val = np.exp(-((d - 0.8) / 0.25) ** 2) if ring else np.exp(-d ** 4)
+        canvas[y0:y1, x0:x1] = np.maximum(canvas[y0:y1, x0:x1], val)
+    if morphology == 'punctate': r = rng.uniform(0.1, 0.25) * mm; blob(r, r, 0)
+    elif morphology == 'round': r = rng.uniform(0.25, 0.5) * mm; blob(r, r, 0)
+    elif morphology == 'rim': r = rng.uniform(0.35, 0.5) * mm; blob(r, r, 0, ring=True)
+    elif morphology == 'coarse':
+        for _ in range(rng.integers(2, 4)): blob(rng.uniform(0.2, 0.45) * mm, rng.uniform(0.2, 0.45) * mm, rng.uniform(0, np.pi))
+    elif morphology == 'amorphous': r = rng.uniform(0.06, 0.12) * mm; blob(r, r, 0)          # tiny; faint (the caller halves its contrast)
+    elif morphology == 'fine pleomorphic': blob(rng.uniform(0.05, 0.15) * mm, rng.uniform(0.1, 0.3) * mm, rng.uniform(0, np.pi))
+    elif morphology == 'fine linear branching':
+        ang, n = rng.uniform(0, np.pi), rng.integers(2, 4)
+        for k in range(n):
+            a = ang + rng.normal(0, 0.5) * (k > 0)
+            blob(rng.uniform(0.04, 0.08) * mm, rng.uniform(0.3, 0.5) * mm, a)
+    else: raise MCalError(f'unknown morphology {morphology!r}')
+
+def _positions(rng, distribution, n, extent_px):
+    "Calcification centres (relative to the cluster centre) for a BI-RADS distribution within `extent_px`."
+    if distribution in ('scattered', 'diffuse', 'grouped'):
+        spread = extent_px
+        t, d = rng.uniform(0, 2 * np.pi, n), spread * np.sqrt(rng.uniform(0, 1, n))
+        return np.c_[d * np.cos(t), d * np.sin(t)]
+    ang = rng.uniform(0, np.pi)
+    along = rng.uniform(-extent_px, extent_px, n)
+    width = (0.15 if distribution == 'linear' else 0.45) * extent_px * (np.abs(along) / extent_px if distribution == 'segmental' else 1)
+    across = rng.normal(0, 1, n) * width / 2
+    return np.c_[along * np.cos(ang) - across * np.sin(ang), along * np.sin(ang) + across * np.cos(ang)]
+
+def add_trial_cluster(img:np.ndarray, rng, cx, cy,
+                      label:str,              # 'benign' or 'malignant'
+                      pixel_spacing_mm=0.085,
+                      difficulty=0.3,         # chance of borrowing the other family's morphology
+                      size_shortcut=False,    # True: malignant clusters smaller, as in the demo (a shortcut)
+                      contrast=0.3) -> dict:
+    "Insert a BI-RADS-described cluster at (cx, cy); returns its morphology, distribution, count, radius (px) and calcification mask."
+    if label not in ('benign', 'malignant'): raise MCalError(f"label={label!r}: a trial cluster is 'benign' or 'malignant'")
+    mm = 1 / pixel_spacing_mm
+    family = label if rng.random() >= difficulty else ('malignant' if label == 'benign' else 'benign')
+    morphology = rng.choice(SUSPICIOUS_MORPHOLOGIES if family == 'malignant' else BENIGN_MORPHOLOGIES)
+    distribution = rng.choice(DISTRIBUTIONS[family])
+    extent_mm = rng.uniform(3, 8) * (0.6 if size_shortcut and label == 'malignant' else 1)   # same for both classes unless asked
+    n = int(rng.integers(5, 16) if family == 'malignant' else rng.integers(4, 12))
+    calc = np.zeros_like(img)
+    for dx, dy in _positions(rng, distribution, n, extent_mm * mm / 2):
+        one = np.zeros_like(img); _draw_calcification(one, rng, cx + dx, cy + dy, morphology, mm)
+        calc = np.maximum(calc, one * rng.uniform(0.6, 1.0) * (0.5 if morphology == 'amorphous' else 1))
+    local = ndimage.uniform_filter(img, size=int(5 * mm))                # contrast follows the local tissue (denser: less)
+    img += contrast * calc * (1.2 - local[int(np.clip(cy, 0, img.shape[0] - 1)), int(np.clip(cx, 0, img.shape[1] - 1))])
+    ys, xs = np.nonzero(calc > 0.2)
+    radius = float(np.hypot(xs - cx, ys - cy).max() + 0.5 * mm) if len(xs) else 0.5 * extent_mm * mm
+    return dict(morphology=str(morphology), distribution=str(distribution), n_calcifications=n, radius=radius, mask=calc > 0.2)
+
+# %% ../nbs/12_synth.ipynb #c023
+def reader_birads(rng, labels,
+                  auc=0.65,                 # the reader's target AUC on the latent suspicion
+                  specificity=0.30,         # share of benign cases below BI-RADS 4 (the paper's reader: 30 %)
+                  ) -> np.ndarray:
+    "BI-RADS a reader of biopsied calcifications might give: mostly 4A–4C, high sensitivity, low specificity at ≥ 4."
+    from scipy.stats import norm
+    y = np.asarray(labels) == 'malignant'
+    z = rng.standard_normal(len(y)) + np.sqrt(2) * norm.ppf(auc) * y        # binormal latent suspicion with the target AUC
+    t3 = norm.ppf(specificity)                                                # benign below t3 -> BI-RADS 3
+    cuts = [t3, t3 + 0.8, t3 + 1.5, t3 + 2.3]                                # 3 | 4A | 4B | 4C | 5
+    return np.array(['3', '4A', '4B', '4C', '5'])[np.searchsorted(cuts, z)]
+
+# %% ../nbs/12_synth.ipynb #c025
+TRIAL_SPACING_MM = 0.085
+
+def make_trial(out_dir,                  # folder to write (created)
+               n_rois=396,               # the paper's 396 ROIs ...
+               n_patients=194,           # ... on 194 patients
+               seed=0,
+               size=480,                 # image side in pixels (480 × 0.085 mm = 41 mm)
+               pixel_spacing_mm=TRIAL_SPACING_MM,
+               malignant_fraction=0.5,
+               difficulty=0.3,           # chance that a cluster borrows the other family's morphology
+               size_shortcut=False,      # True: malignant clusters smaller (a shortcut the models could learn)
+               reader_auc=0.65, reader_specificity=0.30,
+               progress=True) -> pd.DataFrame:
+    "Write a virtual calcification trial (DICOM regions, per-calcification masks, labels.csv, trial.json); returns its table."
+    if not (isinstance(n_rois, (int, np.integer)) and isinstance(n_patients, (int, np.integer)) and 1 <= n_patients <= n_rois):
+        raise MCalError(f'n_rois={n_rois!r}, n_patients={n_patients!r}: whole numbers with 1 <= patients <= ROIs')
+    out = Path(out_dir); (out / 'images').mkdir(parents=True, exist_ok=True); (out / 'masks').mkdir(exist_ok=True)
+    rng = np.random.default_rng(seed)
+    patient = np.sort(np.r_[np.arange(n_patients), rng.integers(0, n_patients, n_rois - n_patients)])   # every patient has at least one ROI
+    labels = np.where(rng.permutation(n_rois) < int(round(malignant_fraction * n_rois)), 'malignant', 'benign')
+    birads = reader_birads(rng, labels, reader_auc, reader_specificity)
+    rows, items = [], range(n_rois)
+    if progress:
+        from fastprogress.fastprogress import progress_bar
+        items = progress_bar(items)
+    for i in items:
+        pid, rid = f'vt-{patient[i] + 1:03d}', f'vt-{i + 1:04d}'
+        density = rng.uniform(0.0, 1.0)                                          # fatty (0) to dense (1)
+        img = 0.30 + 0.35 * density + (0.05 + 0.05 * density) * power_law_background(rng, (size, size), beta=rng.uniform(2.8, 3.2))
+        cx, cy = (size - 1) / 2 + rng.uniform(-0.15, 0.15, 2) * size
+        info = add_trial_cluster(img, rng, cx, cy, labels[i], pixel_spacing_mm, difficulty, size_shortcut)
+        img = ndimage.gaussian_filter(img, 0.6)                                  # system blur (about 0.05 mm)
+        img = img + rng.normal(0, 1, img.shape) * 0.006 * np.sqrt(np.clip(img, 0.05, None))   # quantum noise grows with signal
+        stored = np.round(np.clip(img, 0, 1) * 3500 + 300).astype(np.uint16)
+        name, mask_name = f'images/{rid}.dcm', f'masks/{rid}.png'
+        write_dicom(stored, out / name, patient_id=pid, laterality='LR'[i % 2], view=('CC', 'MLO')[(i // 2) % 2],
+                    pixel_spacing_mm=pixel_spacing_mm, bits_stored=12, window=(2000, 3600), compress='rle')
+        Image.fromarray((info['mask'] * 255).astype(np.uint8)).save(out / mask_name)
+        rows.append(dict(roi_id=rid, patient_id=pid, image_path=name, x=round(float(cx), 1), y=round(float(cy), 1),
+                         radius=round(info['radius'], 1), label=labels[i], birads=birads[i], morphology=info['morphology'],
+                         distribution=info['distribution'], n_calcifications=info['n_calcifications'], density=round(density, 3),
+                         calc_mask_path=mask_name, view=('CC', 'MLO')[(i // 2) % 2], laterality='LR'[i % 2]))
+    table = pd.DataFrame(rows)
+    table.to_csv(out / 'labels.csv', index=False)
+    (out / 'trial.json').write_text(json.dumps(dict(generator='mcal.synth.make_trial', synthetic=True, seed=seed, n_rois=n_rois,
+        n_patients=n_patients, size=size, pixel_spacing_mm=pixel_spacing_mm, malignant_fraction=malignant_fraction, difficulty=difficulty,
+        size_shortcut=size_shortcut, reader_auc=reader_auc, reader_specificity=reader_specificity), indent=2) + '\n')
+    (out / 'synth.json').write_text(json.dumps(dict(generator='mcal.synth.make_trial', synthetic=True, seed=seed), indent=2) + '\n')
+    return table

@@ -16,7 +16,7 @@ from .core import *
 # %% auto #0
 __all__ = ['EFFNET_STATS', 'BACKBONES', 'torchvision_body', 'efficientnet_body', 'byobnet_body', 'convnext_body', 'Backbone',
            'get_backbone', 'read_state_dict', 'find_imagenet_weights', 'map_by_order', 'load_weights',
-           'imagenet_network', 'RoiModel', 'roi_model', 'roi_splitter', 'body_layer']
+           'imagenet_network', 'RoiModel', 'roi_model', 'roi_splitter', 'body_stages', 'body_layer']
 
 # %% ../nbs/05_weights.ipynb #c006
 EFFNET_STATS = ([0.5, 0.5, 0.5], [0.5, 0.5, 0.5])  # TF EfficientNet-Lite weights expect x*2-1
@@ -207,7 +207,26 @@ def roi_splitter(model:RoiModel) -> list:
     body, cuts = model[0], (0, *get_backbone(model.backbone).split_at, len(model[0]))
     return [params(body[a:b]) for a, b in zip(cuts[:-1], cuts[1:])] + [params(model[1])]
 
-def body_layer(model:RoiModel) -> nn.Module:
-    "The last block of the body's last stage: the layer whose activations Grad-CAM weighs."
+def body_stages(model:RoiModel, size=128) -> list[tuple[int, nn.Module]]:
+    "(downsampling factor, last block) of each resolution level of the body, deepest first."
     stages = [m for m in model[0] if isinstance(m, nn.Sequential) and len(m)]   # skips conv_head, bn2, Identity
-    return stages[-1][-1] if stages else model[0][-1]
+    if not stages: return [(None, model[0][-1])]
+    shapes, hooks = {}, [s[-1].register_forward_hook(lambda m, i, o, k=k: shapes.__setitem__(k, o.shape[-1])) for k, s in enumerate(stages)]
+    body, was_training = model[0], model[0].training
+    p = next(body.parameters())
+    try:
+        with torch.no_grad(): body.eval()(torch.zeros(1, 3, size, size, dtype=p.dtype, device=p.device))
+    finally:
+        body.train(was_training)
+        for h in hooks: h.remove()
+    levels = {}
+    for k, s in enumerate(stages): levels[shapes[k]] = (size // shapes[k], s[-1])    # the deepest block at each grid size wins
+    return sorted(levels.values(), key=lambda t: -t[0])
+
+def body_layer(model:RoiModel,
+               level=0                    # 0: the last resolution level; 1, 2: one or two levels (each 2× finer) earlier
+              ) -> nn.Module:
+    "The last block of a resolution level of the body: the layer whose activations a CAM weighs."
+    stages = body_stages(model)
+    if not 0 <= level < len(stages): raise MCalError(f'level {level}: {model.backbone} has levels 0 to {len(stages) - 1}')
+    return stages[level][1]

@@ -8,6 +8,7 @@ nbdev-export
 after=$(git status --porcelain -- mcal nbs 2>/dev/null || true)
 if [ "$before" != "$after" ]; then echo "nbdev-export changed mcal/: export the notebooks and commit"; git status --porcelain -- mcal; exit 1; fi
 python .ci/readme.py --check
+python -c "import quantus" 2>/dev/null || pip install -q --no-deps "quantus==0.6.0"   # see pyproject.toml's dev extra: why --no-deps
 echo "== nbdev-test"
 time nbdev-test --n-workers 2
 if ! command -v chromium >/dev/null 2>&1 && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then

@@ -66,9 +66,15 @@ def test_demo_missing_study_is_a_clear_error(tmp_path):
 
 
 def test_synth_command(tmp_path):
-    r = _mcal('synth', str(tmp_path / 's'), '--patients', '2')
+    r = _mcal('synth', str(tmp_path / 's'), '--patients', '2', '--demo')
     assert r.returncode == 0, r.stderr
     assert (tmp_path / 's' / 'synth.json').exists() and len(pd.read_csv(tmp_path / 's' / 'labels.csv')) == 4
+    r = _mcal('synth', str(tmp_path / 't'), '--rois', '12', '--patients', '5', '--seed', '2')
+    assert r.returncode == 0, r.stderr
+    t = pd.read_csv(tmp_path / 't' / 'labels.csv')
+    assert len(t) == 12 and t.patient_id.nunique() == 5 and (tmp_path / 't' / 'trial.json').exists()
+    r = _mcal('synth', str(tmp_path / 'u'), '--rois', '3', '--patients', '5')
+    assert r.returncode == 2 and 'patients <= ROIs' in r.stderr
 
 
 def test_data_samples_are_what_the_generator_writes(tmp_path):

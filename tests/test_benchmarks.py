@@ -1,0 +1,57 @@
+"""Each benchmark's --quick mode, on the real data in ../shared/data, into a temporary folder: proves the scripts
+still run end to end against the library (they measure nothing at this size; the committed results are from
+their full runs). Ordered as the scripts depend on each other: stage 1 -> d-TL table -> Grad-CAM."""
+import subprocess, sys
+from pathlib import Path
+import pandas as pd
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _run(script, *args, timeout=240):
+    r = subprocess.run([sys.executable, str(ROOT / 'benchmarks' / script), '--quick', *args], cwd=ROOT, capture_output=True,
+                       text=True, timeout=timeout)
+    assert r.returncode == 0, f'{script} --quick failed:\n{r.stdout[-3000:]}\n{r.stderr[-3000:]}'
+    return r.stdout
+
+
+@pytest.fixture(scope='module')
+def quick(tmp_path_factory, data_dir):
+    return tmp_path_factory.mktemp('bench')
+
+
+def test_stage1_screening_quick(quick):
+    _run('stage1_screening.py', '--work', str(quick / 'work'), '--results', str(quick / 'results'))
+    out = pd.read_csv(quick / 'results' / 'stage1_screening_quick.csv')
+    assert out.task.str.contains('screening640 validation').any() and out.n.iloc[0] == 60
+    assert 0 <= out.auc.iloc[0] <= 1 and out.ci_low.iloc[0] <= out.auc.iloc[0] <= out.ci_high.iloc[0]
+    assert (quick / 'work' / 'stage1' / 'quick' / 'config.json').exists()
+    assert (quick / 'results' / 'stage1_lr_find_quick.png').exists()
+
+
+def test_dtl_mias_quick(quick):
+    _run('dtl_mias.py', '--work', str(quick / 'work'), '--results', str(quick / 'results'))
+    out = pd.read_csv(quick / 'results' / 'dtl_mias_quick.csv')
+    calc = out[out.target == 'calc'].set_index('arm')
+    assert {'geometry (log radius)', 'tf_efficientnet_lite0/dtl-screening640'} <= set(calc.index)
+    assert calc.loc['tf_efficientnet_lite0/dtl-screening640', 'n'] == 25
+    assert 'p_vs_imagenet_only' in calc and pd.notna(calc.loc['tf_efficientnet_lite0/dtl-screening640', 'p_vs_imagenet_only'])
+
+
+def test_gradcam_mias_quick(quick):
+    _run('gradcam_mias.py', '--work', str(quick / 'work'), '--results', str(quick / 'results'),
+         '--stage1', str(quick / 'work' / 'stage1' / 'quick'))
+    summary = pd.read_csv(quick / 'results' / 'gradcam_mias_quick.csv')
+    assert {'cam', 'centred Gaussian', 'uniform random point', 'brightest spot (top-hat)'} <= set(summary.map)
+    whole = pd.read_csv(quick / 'results' / 'gradcam_whole_image_quick.csv')
+    assert {'random point in breast', 'breast centroid', 'brightest region (3 mm)'} <= set(whole.map)
+    faith = pd.read_csv(quick / 'results' / 'gradcam_mias_faithfulness_quick.csv')
+    assert {'road_cam', 'mprt_spearman', 'road_centred_gaussian'} <= set(faith.columns)
+
+
+def test_inference_quick(tmp_path):
+    _run('inference.py', '--results', str(tmp_path))
+    out = pd.read_csv(tmp_path / 'inference_quick.csv')
+    assert set(out['mode']) == {'plain', 'tta', 'cams'} and (out.max_abs_prob_diff < 1e-4).all()
+    assert (out.pytorch_rois_s > 0).all() and (out.onnxruntime_rois_s > 0).all()
