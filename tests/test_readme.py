@@ -15,5 +15,5 @@ def test_readme_python_examples_run(tmp_path, monkeypatch):
     learn = ns['learn']
     assert learn.config['classes'] == ['benign', 'malignant']
     assert len(learn.opt.param_lists) == 4 and learn.opt.frozen_idx == 0          # discriminative groups, unfrozen
-    assert {p.name for p in (tmp_path / 'models' / 'calc').iterdir()} == {'config.json', 'model.safetensors'}
+    assert {p.name for p in (tmp_path / 'models' / 'calc').iterdir()} == {'config.json', 'model.onnx', 'model.safetensors'}
     assert not set(ns['train'].patient_id) & set(ns['patches'][ns['split'] == 'test'].patient_id)
