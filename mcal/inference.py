@@ -4,7 +4,7 @@
 
 # %% ../nbs/07_inference.ipynb #c003
 from __future__ import annotations
-import json, shutil, time
+import contextlib, json, shutil, time
 from contextlib import contextmanager
 from pathlib import Path
 import numpy as np
@@ -174,18 +174,15 @@ def predict(model,                 # a model from `load_model` (or a learner's m
     if len(patches) and isinstance(patches[0], (str, Path)):
         from mcal.data import load_patch
         patches = np.stack([load_patch(p)[0] for p in patches])
-    if isinstance(model, OnnxModel):
-        out = []
+    onnx = isinstance(model, OnnxModel)
+    device = 'cpu' if onnx else next(model.parameters()).device
+    run = (lambda v: torch.from_numpy(model(v.numpy()))) if onnx else model     # one loop for both engines
+    out = []
+    with (contextlib.nullcontext() if onnx else model_state(model)), torch.inference_mode():
+        if not onnx: model.eval().float().to(memory_format=torch.channels_last)
         for i in range(0, len(patches), bs):
-            x = normalise_patches(np.asarray(patches[i:i + bs]), stats).numpy()
-            views = [x, x[..., ::-1], x[..., ::-1, :], x[..., ::-1, ::-1]] if tta else [x]
-            out.append(np.mean([torch.from_numpy(model(v)).float().softmax(1).numpy() for v in views], axis=0))
-        return np.concatenate(out) if out else np.zeros((0, 2), np.float32)
-    out, device = [], next(model.parameters()).device
-    with model_state(model), torch.inference_mode():
-        model.eval().float().to(memory_format=torch.channels_last)
-        for i in range(0, len(patches), bs):
-            x = normalise_patches(np.asarray(patches[i:i + bs]), stats).to(device).contiguous(memory_format=torch.channels_last)
+            x = normalise_patches(np.asarray(patches[i:i + bs]), stats).to(device)
+            if not onnx: x = x.contiguous(memory_format=torch.channels_last)
             views = [x, x.flip(-1), x.flip(-2), x.flip(-1, -2)] if tta else [x]
-            out.append(torch.stack([model(v).float().softmax(1) for v in views]).mean(0).cpu())
+            out.append(torch.stack([run(v.contiguous()).float().softmax(1) for v in views]).mean(0).cpu())
     return torch.cat(out).numpy() if out else np.zeros((0, 2), np.float32)
