@@ -1,6 +1,6 @@
 """Each benchmark's --quick mode, on the real data in ../shared/data, into a temporary folder: proves the scripts
 still run end to end against the library (they measure nothing at this size; the committed results are from
-their full runs). Ordered as the scripts depend on each other: stage 1 -> d-TL table -> Grad-CAM."""
+their full runs). Ordered as the scripts depend on each other: stage 1 -> d-TL table -> Grad-CAM -> virtual trial."""
 import subprocess, sys
 from pathlib import Path
 import pandas as pd
@@ -43,11 +43,27 @@ def test_gradcam_mias_quick(quick):
     _run('gradcam_mias.py', '--work', str(quick / 'work'), '--results', str(quick / 'results'),
          '--stage1', str(quick / 'work' / 'stage1' / 'quick'))
     summary = pd.read_csv(quick / 'results' / 'gradcam_mias_quick.csv')
-    assert {'cam', 'centred Gaussian', 'uniform random point', 'brightest spot (top-hat)'} <= set(summary.map)
+    assert {'cam', 'centred Gaussian', 'uniform random point', 'brightest spot (top-hat)'} <= set(summary['map'])
     whole = pd.read_csv(quick / 'results' / 'gradcam_whole_image_quick.csv')
-    assert {'random point in breast', 'breast centroid', 'brightest region (3 mm)'} <= set(whole.map)
+    assert {'random point in breast', 'breast centroid', 'brightest region (3 mm)'} <= set(whole['map'])
     faith = pd.read_csv(quick / 'results' / 'gradcam_mias_faithfulness_quick.csv')
     assert {'road_cam', 'mprt_spearman', 'road_centred_gaussian'} <= set(faith.columns)
+
+
+def test_virtual_trial_quick(quick):
+    _run('virtual_trial.py', '--work', str(quick / 'work' / 'trial'), '--results', str(quick / 'results'),
+         '--stage1', str(quick / 'work' / 'stage1' / 'quick'))
+    curve = pd.read_csv(quick / 'results' / 'virtual_trial_quick.csv')
+    assert {'imagenet', 'dtl-virtual', 'dtl-screening640', 'geometry (log radius)', 'virtual reader (BI-RADS)'} <= set(curve.arm)
+    assert {'stage 1: dtl-virtual', 'stage 1: dtl-screening640'} <= set(curve.arm)
+    models = curve[curve.arm.isin(['imagenet', 'dtl-virtual'])]
+    assert (models.n == 14).all() and ((models.ci_low <= models.auc) & (models.auc <= models.ci_high)).all()
+    summary = pd.read_csv(quick / 'results' / 'virtual_trial_summary_quick.csv')
+    assert summary.set_index('arm').loc['dtl-virtual', 'p_vs_imagenet'].notna().all()
+    loc = pd.read_csv(quick / 'results' / 'virtual_trial_localisation_quick.csv')
+    assert {'cam', 'centred Gaussian', 'uniform random point', 'brightest spot (top-hat)'} <= set(loc['map'])
+    assert {'calcifications + 0.5 mm', 'cluster outline'} == set(loc.truth)
+    assert (quick / 'results' / 'virtual_trial_cams_quick.png').stat().st_size > 10_000
 
 
 def test_inference_quick(tmp_path):

@@ -31,10 +31,14 @@ def lab():
     (news / 'notification.jupyterlab-settings').write_text('{"fetchNews": "false", "checkForUpdates": false}')
     docs = settings / '@jupyterlab' / 'docmanager-extension'; docs.mkdir(parents=True)
     (docs / 'plugin.jupyterlab-settings').write_text('{"autosave": false}')
+    nbset = settings / '@jupyterlab' / 'notebook-extension'; nbset.mkdir(parents=True)
+    (nbset / 'tracker.jupyterlab-settings').write_text('{"windowingMode": "none"}')   # every cell in the page, so an error anywhere is seen
     root = settings / 'root'; (root / 'nbs').mkdir(parents=True)                 # a copy: the source notebook is never touched
     for nb in ('14_widgets.ipynb', '16_walkthrough.ipynb'): shutil.copy(REPO / 'nbs' / nb, root / 'nbs' / nb)
     (root / 'data_samples').symlink_to(REPO / 'data_samples')                   # the notebook reads ../data_samples
-    env = dict(os.environ, JUPYTERLAB_SETTINGS_DIR=str(settings), JUPYTER_RUNTIME_DIR=str(settings / 'runtime'))
+    (root / 'benchmarks').symlink_to(REPO / 'benchmarks')                       # the walkthrough's evidence: ../benchmarks/results
+    env = dict(os.environ, JUPYTERLAB_SETTINGS_DIR=str(settings), JUPYTER_RUNTIME_DIR=str(settings / 'runtime'),
+               JUPYTERLAB_WORKSPACES_DIR=str(settings / 'workspaces'))   # a workspace saved by an earlier run would reopen its tabs
     env.pop('MCAL_REAL_DATA', None)                                              # a teacher's default: the slow section stays off
     log = open(settings / 'lab.log', 'w')
     proc = subprocess.Popen([sys.executable, '-m', 'jupyterlab', '--no-browser', f'--port={port}', '--ip=127.0.0.1',
@@ -76,12 +80,13 @@ def test_roc_slider_in_jupyterlab(lab):
         try: select.click(timeout=10_000)             # JupyterLab asks which kernel when the notebook names none it knows
         except Exception: pass
         page.wait_for_selector('.jp-Notebook-ExecutionIndicator[data-status="idle"]', timeout=60_000, state='attached')
-        page.get_by_role('menuitem', name='Run', exact=True).click()
-        page.get_by_text('Run All Cells', exact=True).click()
+        _run_all(page)
         panel = page.locator('.widget-html .mcal-metrics').first
         try: panel.wait_for(timeout=int(os.environ.get('MCAL_BROWSER_TIMEOUT_MS', 300_000)))
         except Exception:
-            page.screenshot(path=str(ARTIFACTS / 'browser_failure.png'), full_page=True); raise
+            page.screenshot(path=str(ARTIFACTS / 'browser_failure.png'), full_page=True)
+            (ARTIFACTS / 'browser_failure.txt').write_text(page.locator('.jp-Notebook').inner_text())
+            pytest.fail('the ROC explorer did not appear (the page text is in tests/artifacts/browser_failure.txt): ' + _first_traceback(page))
         try: page.locator('.widget-image').first.wait_for(timeout=240_000, state='attached')   # the last cell (Grad-CAM browser) ran
         except Exception:
             page.screenshot(path=str(ARTIFACTS / 'browser_failure.png'), full_page=True); raise
@@ -116,6 +121,23 @@ def test_roc_slider_in_jupyterlab(lab):
 FIGURE_CALLS = ('show_patches(', 'show_batch(', 'lr_find(', 'plot.bar(', 'plot_loss(', 'cam_figure(', 'roc_figure(', 'RocExplorer(', 'CamBrowser(')
 
 
+def _run_all(page, tries=3):
+    "Run > Run All Cells, again if no cell started within 20 s (a click made while the kernel still connects is dropped)."
+    started = "() => [...document.querySelectorAll('.jp-InputPrompt')].some(e => /\\[(\\*|\\d+)\\]/.test(e.textContent))"
+    for _ in range(tries):
+        page.get_by_role('menuitem', name='Run', exact=True).click()
+        page.get_by_text('Run All Cells', exact=True).click()
+        try: page.wait_for_function(started, timeout=20_000); return
+        except Exception: pass
+    pytest.fail(f'Run All Cells started no cell in {tries} tries')
+
+
+def _first_traceback(page) -> str:
+    "The first traceback a cell shows in the page, or a note that none is shown."
+    errors = page.locator('.jp-Notebook .jp-OutputArea-output[data-mime-type="application/vnd.jupyter.stderr"]:has-text("Traceback")')
+    return errors.first.inner_text()[:2000] if errors.count() else 'no cell shows a traceback'
+
+
 def _figure_cells(nb_path):
     "Positions (among code cells) of the walkthrough's cells that draw a figure, outside the switched-off real-data section."
     import json
@@ -146,8 +168,7 @@ def test_walkthrough_renders_every_figure_in_jupyterlab(lab):
     ARTIFACTS.mkdir(exist_ok=True)
     with sync_playwright() as p:
         browser, page = _open(p, url, token, '16_walkthrough.ipynb')
-        page.get_by_role('menuitem', name='Run', exact=True).click()
-        page.get_by_text('Run All Cells', exact=True).click()
+        _run_all(page)
         page.wait_for_timeout(3000)
         try:
             page.wait_for_function("() => ![...document.querySelectorAll('.jp-InputPrompt')].some(e => e.textContent.includes('*'))",
@@ -156,7 +177,7 @@ def test_walkthrough_renders_every_figure_in_jupyterlab(lab):
             page.screenshot(path=str(ARTIFACTS / 'walkthrough_failure.png'), full_page=True); raise
         code = page.locator('.jp-Notebook .jp-CodeCell')
         errors = page.locator('.jp-Notebook .jp-OutputArea-output[data-mime-type="application/vnd.jupyter.stderr"]:has-text("Traceback")')
-        assert errors.count() == 0, errors.first.inner_text()[:2000]
+        assert errors.count() == 0, _first_traceback(page)
         missing = []
         for i in figure_cells:
             cell = code.nth(i)
