@@ -10,7 +10,7 @@ import pandas as pd
 
 # %% auto #0
 __all__ = ['MCalError', 'ImageFileError', 'DicomError', 'AnnotationError', 'LabelError', 'SplitLeakError', 'WeightsError',
-           'BatchResult', 'run_batch', 'NotebookFigure']
+           'BatchResult', 'run_batch', 'NotebookFigure', 'resolve_device', 'gpu_precision']
 
 # %% ../nbs/00_core.ipynb #c006
 class MCalError(Exception):
@@ -84,3 +84,28 @@ class NotebookFigure(Figure):
     def _repr_png_(self) -> bytes:
         import io
         buf = io.BytesIO(); self.savefig(buf, format='png', bbox_inches='tight'); return buf.getvalue()
+
+# %% ../nbs/00_core.ipynb #c018
+def resolve_device(device='auto' # 'auto' (CUDA when present), 'cpu', 'cuda' or 'cuda:N'; None means 'auto'
+                  ):
+    "The `torch.device` to train on; `MCalError` if a GPU is asked for and PyTorch sees none."
+    import torch
+    name = 'auto' if device is None else str(device).lower()
+    if name == 'auto': return torch.device('cuda' if torch.cuda.is_available() else 'cpu')
+    try: dev = torch.device(name)
+    except RuntimeError: raise MCalError(f"device={device!r}: expected 'auto', 'cpu', 'cuda' or 'cuda:N'") from None
+    if dev.type not in ('cpu', 'cuda'): raise MCalError(f"device={device!r}: mcal trains on 'cpu' or 'cuda'")
+    if dev.type == 'cuda' and not torch.cuda.is_available():
+        raise MCalError(f'device={device!r}: PyTorch sees no CUDA GPU here (torch.cuda.is_available() is False); use --device cpu or auto')
+    if dev.type == 'cuda' and dev.index is not None and dev.index >= torch.cuda.device_count():
+        raise MCalError(f'device={device!r}: only {torch.cuda.device_count()} CUDA GPU(s) visible')
+    return dev
+
+def gpu_precision(device,                 # a `torch.device` (or its name)
+                  bf16_supported=None     # whether the GPU does bf16 (default: ask PyTorch)
+                 ) -> str|None:
+    "fastai's mixed-precision mode for `device`: 'bf16' on a CUDA GPU that supports it, else 'fp16'; None on the CPU."
+    import torch
+    if torch.device(device).type != 'cuda': return None
+    if bf16_supported is None: bf16_supported = torch.cuda.is_bf16_supported()
+    return 'bf16' if bf16_supported else 'fp16'

@@ -4,7 +4,7 @@
 
 # %% ../nbs/04_data.ipynb #c003
 from __future__ import annotations
-import hashlib, json, random
+import hashlib, json, os, random
 from pathlib import Path
 import numpy as np
 import pandas as pd
@@ -239,7 +239,9 @@ def patch_dataloaders(df:pd.DataFrame,        # table with `patch_path` and `lab
                       augment=True,           # apply `mammo_augment` to training batches
                       stats=imagenet_stats,   # normalisation statistics of the backbone
                       seed=0,                 # seed of the loaders' own shuffling RNGs
-                      num_workers=0, **kwargs):
+                      device='auto',          # 'auto' (CUDA when present), 'cpu', 'cuda' or 'cuda:N' (`resolve_device`)
+                      num_workers=None,       # loader processes (default: none on the CPU; up to 8, pinned memory, on a GPU)
+                      **kwargs):
     "fastai DataLoaders over cached patches with a patient-safe split given by `valid_idx`."
     df = df.reset_index(drop=True)
     vocab = list(vocab or sorted(df.label.unique()))
@@ -252,6 +254,8 @@ def patch_dataloaders(df:pd.DataFrame,        # table with `patch_path` and `lab
     n_train = len(df) - len(valid_idx)
     if n_train < 2: raise AnnotationError(f'{n_train} training row(s) left after holding out {len(valid_idx)}: nothing to train on')
     bs = min(bs, n_train)            # fastai drops the last partial batch: a batch larger than the training set would train on nothing
-    dls = block.dataloaders(df, bs=bs, num_workers=num_workers, **kwargs)
+    dev = resolve_device(device); on_gpu = dev.type == 'cuda'
+    if num_workers is None: num_workers = min(8, os.cpu_count() or 1) if on_gpu else 0
+    dls = block.dataloaders(df, bs=bs, num_workers=num_workers, device=dev, pin_memory=on_gpu, **kwargs)
     for i, dl in enumerate(dls.loaders): dl.rng = random.Random(seed + i)   # their own shuffling RNG; the process's RNGs are left alone
     return dls

@@ -29,14 +29,15 @@ def train_member(table:pd.DataFrame,     # patch table (from `build_patches`) wi
                  epochs=8, frozen_epochs=2, lr=1e-3, lr_mult=100, bs=16, seed=0, bf16='auto',
                  vocab=('benign', 'malignant'),
                  field_of_view_mm=DEFAULT_FIELD_OF_VIEW_MM, # the patches' side in mm (saved, so `predict_rois` cuts the same)
-                 on_mismatch='error'     # a folder trained for another request: 'error' or 'retrain'
+                 on_mismatch='error',    # a folder trained for another request: 'error' or 'retrain'
+                 device='auto'           # where to train: 'auto', 'cpu', 'cuda' or 'cuda:N' (`resolve_device`)
                 ) -> Path:
     "Train (or reuse for the same request, or resume) one ensemble member and save it in `folder`."
     folder = Path(folder)
     s1 = read_config(stage1) if stage1 else None
     intents = sorted(set(table.presentation_intent.dropna()) - {''}) if 'presentation_intent' in table else []
     stats = s1['stats'] if s1 else get_backbone(backbone).stats
-    dls = patch_dataloaders(table, valid_idx, bs=bs, vocab=list(vocab), stats=stats, seed=seed)
+    dls = patch_dataloaders(table, valid_idx, bs=bs, vocab=list(vocab), stats=stats, seed=seed, device=device)
     request = dict(stage='target', backbone=s1['backbone'] if s1 else get_backbone(backbone).name,
                    weights=None if s1 else weights_id(weights), stage1=file_digest(Path(stage1) / 'model.safetensors') if s1 else None,
                    classes=list(vocab), field_of_view_mm=field_of_view_mm, epochs=epochs, frozen_epochs=frozen_epochs, lr=lr,

@@ -12,6 +12,7 @@ import pandas as pd
 import torch
 from fastai.vision.all import Learner, CrossEntropyLossFlat, accuracy, OptimWrapper, Normalize, set_seed
 from fastai.callback.channelslast import ChannelsLast
+from fastai.callback.fp16 import MixedPrecision, AMPMode
 from .core import *
 from .roi import DEFAULT_FIELD_OF_VIEW_MM
 from .weights import get_backbone, roi_model, roi_splitter, read_state_dict
@@ -53,7 +54,7 @@ def roi_learner(dls,                          # fastai DataLoaders, e.g. from `p
                 backbone='resnext50_32x4d',   # a name in `BACKBONES`
                 weights='imagenet',           # 'imagenet', None (random, explicitly) or a weights file
                 field_of_view_mm=DEFAULT_FIELD_OF_VIEW_MM, # the patches' side in mm, kept in the saved config
-                bf16='auto',                  # bf16 autocast: 'auto' (native bf16 and measured faster), True or False
+                bf16='auto',                  # CPU bf16 autocast: 'auto' (native bf16 and measured faster), True or False; on a GPU, mixed precision instead
                 channels_last=True,           # fastai's channels-last memory format
                 metrics=None,                 # default: AUC and accuracy
                 seed=None,                    # seed everything before the new head is initialised
@@ -69,10 +70,12 @@ def roi_learner(dls,                          # fastai DataLoaders, e.g. from `p
     model = roi_model(bb, dls.c, weights)
     size = int(dls.train_ds[0][0].shape[-1]) if len(dls.train_ds) else None
     use_bf16 = _use_bf16(bf16, model, dls, size, bb.name)
-    cbs = list(cbs or []) + ([ChannelsLast()] if channels_last else []) + ([BF16Autocast()] if use_bf16 else [])
+    amp = gpu_precision(getattr(dls, 'device', None) or 'cpu')     # fastai's mixed precision on a GPU: bf16 where supported, else fp16
+    cbs = list(cbs or []) + ([ChannelsLast()] if channels_last else []) + ([BF16Autocast()] if use_bf16 else []) + \
+          ([MixedPrecision(amp_mode=AMPMode(amp))] if amp else [])
     config = dict(backbone=bb.name, classes=[str(c) for c in dls.vocab], stats=[list(bb.stats[0]), list(bb.stats[1])],
                   weights=weights if weights in ('imagenet', None) else str(weights),
-                  field_of_view_mm=field_of_view_mm, patch_size=size, bf16=use_bf16, history=[])
+                  field_of_view_mm=field_of_view_mm, patch_size=size, bf16=use_bf16, precision=amp or ('bf16' if use_bf16 else 'fp32'), history=[])
     learn = RoiLearner(dls, model, config, loss_func=CrossEntropyLossFlat(weight=class_weights(dls) if balanced else None), splitter=roi_splitter,
                        opt_func=partial(OptimWrapper, opt=torch.optim.AdamW),
                        metrics=metrics if metrics is not None else [malignant_auc(), accuracy], cbs=cbs, **kwargs)

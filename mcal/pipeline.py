@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 from .core import *
 from .roi import DEFAULT_FIELD_OF_VIEW_MM, show_patches
-from .datasets import load_csv, usable, normalise_label, normalise_birads
+from .datasets import load_csv, usable, normalise_label, normalise_birads, load_mias, flag_off_breast, mias_other_task, load_cbis_ddsm, load_folder_classes
 from .data import build_patches, load_patch, paper_split, grouped_cv, patch_dataloaders, whole_image_task, skipped_items, check_one_intent
 from .weights import get_backbone
 from .inference import read_config
@@ -23,7 +23,8 @@ from .gradcam import write_cams
 from .synth import default_study
 
 # %% auto #0
-__all__ = ['study_csv', 'Ingested', 'ingest', 'StudyRun', 'run_study', 'write_study_report', 'Predictions', 'predict_rois',
+__all__ = ['NEGATIVE_CLASSES', 'study_csv', 'Ingested', 'ingest', 'StudyRun', 'Intermediate', 'check_patients_apart',
+           'load_intermediate', 'run_study', 'write_study_report', 'Predictions', 'predict_rois',
            'write_predictions_report', 'Evaluation', 'read_predictions', 'evaluate_predictions',
            'write_evaluation_report']
 
@@ -69,6 +70,8 @@ class StudyRun:
     threshold: OperatingPoint = None # fitted on the out-of-fold predictions
     members: list = field(default_factory=list)
     stage1: Path = None
+    stage1_data: str = None          # what stage 1 learnt from, in words
+    stage1_skipped: pd.DataFrame = None # rows of a named intermediate set that were skipped: item, error, reason
     seconds: float = 0.0
 
     @property
@@ -77,18 +80,75 @@ class StudyRun:
     def oof(self) -> pd.DataFrame: return self.predictions[self.predictions.set == 'cv'].reset_index(drop=True)
 
 # %% ../nbs/13_pipeline.ipynb #c010
-def _stage1_task(patches, train_patients, cache, size, bs, seed, backbone):
-    "DataLoaders of the intermediate task: the training patients' whole images, cancer vs no cancer."
+def _stage1_loaders(patches, classes, bs, seed, backbone, device='auto'):
+    "DataLoaders of an intermediate task, a patient-grouped quarter held out for validation."
+    _, _, _, va = grouped_cv(patches, n_splits=min(4, patches.patient_id.nunique()), seed=seed)[0]
+    return patch_dataloaders(patches, va, bs=bs, vocab=list(classes), stats=get_backbone(backbone).stats, seed=seed, device=device)
+
+def _stage1_task(patches, train_patients, cache, size, bs, seed, backbone, device='auto'):
+    "DataLoaders of the default intermediate task: the training patients' whole images, cancer vs no cancer."
     inter = build_patches(whole_image_task(patches, train_patients), cache, size=size, progress=False).table
-    _, _, _, va = grouped_cv(inter, n_splits=min(4, inter.patient_id.nunique()), seed=seed)[0]
-    return patch_dataloaders(inter, va, bs=bs, vocab=['no cancer', 'cancer'], stats=get_backbone(backbone).stats, seed=seed), inter
+    return _stage1_loaders(inter, ['no cancer', 'cancer'], bs, seed, backbone, device), inter
 
 def _drop_stale_members(folder:Path, members:list):
     "Remove member folders of an earlier run that the current ensemble does not use."
     for f in [p.parent for p in folder.glob('*/config.json')]:
         if f not in members: shutil.rmtree(f)
 
-# %% ../nbs/13_pipeline.ipynb #c011
+# %% ../nbs/13_pipeline.ipynb #c012
+NEGATIVE_CLASSES = ('normal', 'no cancer', 'no_cancer', 'negative', 'benign', 'healthy')
+
+@dataclass
+class Intermediate:
+    "An intermediate set read for stage 1: a stage-1 model folder, or cut patches with their two classes."
+    source: Path
+    kind: str                        # 'model', 'study', 'mini-MIAS', 'CBIS-DDSM' or 'class folders'
+    patches: pd.DataFrame = None     # cut patches, `label` = class (None for a model folder)
+    classes: list = None             # [negative, positive]
+    skipped: pd.DataFrame = None     # item, error, reason
+
+    @property
+    def description(self) -> str:
+        if self.kind == 'model': return f'stage-1 model {self.source}'
+        p = self.patches
+        return (f'{self.kind} {self.source}: {len(p)} {"whole images" if (p.roi_shape == "image").all() else "ROIs"} of '
+                f'{p.patient_id.nunique()} patients, {self.classes[1]} vs {self.classes[0]}')
+
+def check_patients_apart(table:pd.DataFrame,  # intermediate rows with `patient_id`
+                         test_patients,       # the study's test patients
+                         source):
+    "Raise `AnnotationError` naming them if intermediate rows belong to the study's test patients (same patient id)."
+    shared = sorted(set(table.patient_id.dropna().astype(str)) & set(pd.Series(list(test_patients)).astype(str)))
+    if shared: raise AnnotationError(f'{source}: {len(shared)} patient(s) of the intermediate set are test patients of the study '
+                                     f'({", ".join(shared[:5])}{", ..." if len(shared) > 5 else ""}): stage 1 would see the test set; '
+                                     'remove them from the intermediate set')
+
+def _read_intermediate(src:Path) -> tuple[str, pd.DataFrame]:
+    "The adapter `src`'s layout calls for, and its ROI table."
+    if src.suffix.lower() == '.csv' or (src / 'labels.csv').exists() or (src / 'rois.csv').exists(): return 'study', load_csv(study_csv(src))
+    if (src / 'Info.txt').exists(): return 'mini-MIAS', mias_other_task(flag_off_breast(load_mias(src)))
+    if src.is_dir() and any(src.glob('*case_description*.csv')): return 'CBIS-DDSM', load_cbis_ddsm(src, tcia_root=src)
+    if src.is_dir() and sum(d.is_dir() for d in src.iterdir()) >= 2: return 'class folders', load_folder_classes(src)
+    raise AnnotationError(f'{src}: not an intermediate set mcal can read (a study CSV or folder with labels.csv, a mini-MIAS folder with '
+                          'Info.txt, a CBIS-DDSM folder with case CSVs, a folder with one sub-folder per class, or a stage-1 model folder)')
+
+def load_intermediate(source,                  # see above: study, mini-MIAS, CBIS-DDSM, class folders, or a model folder
+                      cache,                   # patch cache folder
+                      field_of_view_mm=DEFAULT_FIELD_OF_VIEW_MM, size=128,
+                      test_patients=(),        # the study's test patients: refused if the set holds any of them
+                      progress=True) -> Intermediate:
+    "Read an intermediate set for stage 1 through its adapter, refuse test patients, and cut its patches."
+    src = Path(source)
+    if not src.exists(): raise AnnotationError(f'{src}: intermediate set not found')
+    if (src / 'config.json').exists() and (src / 'model.safetensors').exists(): return Intermediate(src, 'model')
+    kind, table = _read_intermediate(src)
+    check_patients_apart(usable(table), test_patients, src)
+    res = build_patches(usable(table), cache, field_of_view_mm=field_of_view_mm, size=size, progress=progress)
+    labels = sorted(res.table.label.astype(str).unique(), key=lambda c: (c.lower() not in NEGATIVE_CLASSES, c))
+    if len(labels) != 2: raise AnnotationError(f'{src}: stage 1 needs two classes, the usable rows have {labels}')
+    return Intermediate(src, kind, res.table, labels, skipped_items(table, res))
+
+# %% ../nbs/13_pipeline.ipynb #c017
 def run_study(data=None,                  # study folder with labels.csv, or the CSV (default: data_samples/)
               out='mcal_report',          # report folder: models/, predictions.csv, results.csv, roc.*, gradcam/
               field_of_view_mm=DEFAULT_FIELD_OF_VIEW_MM, # patch side in mm
@@ -98,8 +158,10 @@ def run_study(data=None,                  # study folder with labels.csv, or the
               epochs=12,                  # stage-2 unfrozen epochs
               frozen_epochs=2,            # stage-2 head-only epochs
               stage1_epochs=3,            # stage-1 unfrozen epochs
+              intermediate=None,          # intermediate set or stage-1 model folder (`load_intermediate`); None: the study's own whole images
               n_splits=3,                 # stage-2 patient-grouped folds (one member each)
               lr=1e-3, bs=16, seed=0,
+              device='auto',              # where to train: 'auto' (CUDA when present), 'cpu', 'cuda' or 'cuda:N'
               train=True,                 # False: only ingest
               cams=True,                  # write Grad-CAM overlays of the test ROIs
               progress=True) -> StudyRun:
@@ -108,8 +170,9 @@ def run_study(data=None,                  # study folder with labels.csv, or the
     data, out = study_csv(data or default_study()), Path(out)
     request = dict(data=str(data), field_of_view_mm=field_of_view_mm, size=size, backbone=get_backbone(backbone).name,
                    weights=str(weights), epochs=epochs, frozen_epochs=frozen_epochs, stage1_epochs=stage1_epochs,
-                   n_splits=n_splits, lr=lr, bs=bs, seed=seed)
+                   n_splits=n_splits, lr=lr, bs=bs, seed=seed, intermediate=None if intermediate is None else str(intermediate))
     say = print if progress else (lambda *a, **k: None)
+    resolve_device(device)                                   # a GPU asked for but absent fails now, not after ingest
     out.mkdir(parents=True, exist_ok=True)
     ing = ingest(data, out / 'cache', field_of_view_mm, size, progress=progress)
     run = StudyRun(out, data, request, ing)
@@ -118,14 +181,22 @@ def run_study(data=None,                  # study folder with labels.csv, or the
     split = paper_split(ing.patches, seed=seed)
     train_rois, test_rois = (ing.patches[split == s].reset_index(drop=True) for s in ('train', 'test'))
     t1 = time.time()
-    dls, inter = _stage1_task(ing.patches, train_rois.patient_id, out / 'cache', size, bs, seed, backbone)
-    run.stage1 = stage1(dls, out / 'models' / 'stage1', backbone, weights, epochs=stage1_epochs, lr=2 * lr, frozen_epochs=1,
-                        seed=seed, quiet=not progress, on_mismatch='retrain', field_of_view_mm=field_of_view_mm)
-    say(f'stage 1: {backbone} ({weights}) → {len(inter)} whole images of {inter.patient_id.nunique()} training patients, {time.time() - t1:.0f} s')
+    if intermediate is None:
+        dls, inter = _stage1_task(ing.patches, train_rois.patient_id, out / 'cache', size, bs, seed, backbone, device)
+        run.stage1_data = f'the study\'s own whole images: {len(inter)} of {inter.patient_id.nunique()} training patients, cancer vs no cancer'
+    else:
+        src = load_intermediate(intermediate, out / 'cache', field_of_view_mm, size, test_rois.patient_id, progress)
+        run.stage1_skipped = src.skipped
+        if src.skipped is not None and len(src.skipped): say(f'intermediate set: {len(src.skipped)} rows skipped (listed in the report)')
+        dls, run.stage1_data = (None if src.kind == 'model' else _stage1_loaders(src.patches, src.classes, bs, seed, backbone, device)), src.description
+    if dls is None: run.stage1 = Path(intermediate)
+    else: run.stage1 = stage1(dls, out / 'models' / 'stage1', backbone, weights, epochs=stage1_epochs, lr=2 * lr, frozen_epochs=1,
+                              seed=seed, quiet=not progress, on_mismatch='retrain', field_of_view_mm=field_of_view_mm, data=run.stage1_data)
+    say(f'stage 1: {backbone} ({weights}) → {run.stage1_data}, {time.time() - t1:.0f} s')
     t1 = time.time()
     res = cross_validate(train_rois, out / 'models' / 'members', n_splits=n_splits, test=test_rois, stage1=run.stage1, epochs=epochs,
                          frozen_epochs=frozen_epochs, lr=lr, bs=bs, seed=seed, progress=progress, on_mismatch='retrain',
-                         field_of_view_mm=field_of_view_mm)
+                         field_of_view_mm=field_of_view_mm, device=device)
     _drop_stale_members(out / 'models' / 'members', res['members'])
     say(f'stage 2: {len(res["members"])} members on {len(train_rois)} training ROIs, {time.time() - t1:.0f} s')
     preds = pd.concat([res['oof'].assign(set='cv'), res['test'].assign(set='test')], ignore_index=True)
@@ -143,7 +214,7 @@ def _reader(table:pd.DataFrame):
     "The reader's BI-RADS column when the table has one with any value, else None."
     return table['birads'] if 'birads' in table and table['birads'].notna().any() else None
 
-# %% ../nbs/13_pipeline.ipynb #c017
+# %% ../nbs/13_pipeline.ipynb #c023
 def _atomic_text(path:Path, text:str):
     tmp = path.with_name(path.name + '.tmp'); tmp.write_text(text); tmp.replace(path)
 
@@ -155,7 +226,7 @@ def _contact_sheet(patches:pd.DataFrame, path:Path, limit=64):
                        colours=['firebrick' if l == 'malignant' else 'black' for l in rows.label])
     tmp = path.with_name(path.stem + '.tmp.png'); fig.savefig(tmp, dpi=90); tmp.replace(path)
 
-# %% ../nbs/13_pipeline.ipynb #c018
+# %% ../nbs/13_pipeline.ipynb #c024
 def write_study_report(run:StudyRun) -> Path:
     "Write the report folder of `run`: report.md, rois.csv, skipped.csv, predictions.csv, results.csv, roc.png/html, contact sheet."
     out, ing = run.out, run.ingested
@@ -180,7 +251,7 @@ def write_study_report(run:StudyRun) -> Path:
         fig = roc_plot(tst.label, tst.prob, _reader(tst), threshold=run.threshold, title=f'held-out test ROIs, ensemble of {len(run.members)}')
         fig.savefig(out / 'roc.tmp.png', dpi=90); (out / 'roc.tmp.png').replace(out / 'roc.png')
         lines += ['', '## Double transfer learning', '',
-                  f'- backbone {run.request["backbone"]}, weights {run.request["weights"]} → stage 1 (whole images, cancer vs no cancer) '
+                  f'- backbone {run.request["backbone"]}, weights {run.request["weights"]} → stage 1 ({run.stage1_data}) '
                   f'→ stage 2 ({len(run.members)}-fold ensemble)',
                   f'- cross-validated AUC (out-of-fold, training ROIs): {a:.3f} [{lo:.3f}, {hi:.3f}], N = {len(run.oof)}',
                   f'- held-out test ROIs: N = {len(tst)} ({int((tst.label == "malignant").sum())} malignant) on {tst.patient_id.nunique()} patients; '
@@ -189,10 +260,12 @@ def write_study_report(run:StudyRun) -> Path:
                   '![ROC](roc.png) (interactive: [roc.html](roc.html)); Grad-CAM overlays in `gradcam/`.']
     lines += ['', f'- time: {run.seconds:.1f} s', '', '![contact sheet](contact_sheet.png)', '']
     if len(ing.skipped): lines += ['## Skipped', ''] + [f'- {r.item}: {r.error}: {r.reason}' for r in ing.skipped.itertuples()]
+    if run.stage1_skipped is not None and len(run.stage1_skipped):
+        lines += ['', '## Skipped in the intermediate set', ''] + [f'- {r.item}: {r.error}: {r.reason}' for r in run.stage1_skipped.itertuples()]
     _atomic_text(out / 'report.md', '\n'.join(lines) + '\n')
     return out / 'report.md'
 
-# %% ../nbs/13_pipeline.ipynb #c021
+# %% ../nbs/13_pipeline.ipynb #c027
 @dataclass
 class Predictions:
     "What `predict_rois` produced."
@@ -231,7 +304,7 @@ def _threshold_of(model:Path) -> tuple[float, str]:
         if f.exists(): return float(json.loads(f.read_text())['threshold']), f'fitted when the ensemble was trained ({f})'
     return 0.5, 'default 0.5 (no fitted threshold found next to the model)'
 
-# %% ../nbs/13_pipeline.ipynb #c022
+# %% ../nbs/13_pipeline.ipynb #c028
 def predict_rois(model,                 # saved model folder, folder of members, or report folder
                  data,                  # study CSV or folder with labels.csv; labels and BI-RADS optional
                  out='mcal_predictions',
@@ -260,7 +333,7 @@ def predict_rois(model,                 # saved model folder, folder of members,
     finally: shutil.rmtree(work, ignore_errors=True)                     # nothing half-written is left behind
     return result
 
-# %% ../nbs/13_pipeline.ipynb #c023
+# %% ../nbs/13_pipeline.ipynb #c029
 def write_predictions_report(pred:Predictions, folder=None) -> Path:
     "Write predictions.csv, skipped.csv and report.html (ROC and the paper's table when labels are given) into `folder`."
     folder = Path(folder or pred.out); p, ing = pred.predictions, pred.ingested
@@ -285,7 +358,7 @@ def write_predictions_report(pred:Predictions, folder=None) -> Path:
                  + '\n'.join(html) + '</body></html>')
     return folder / 'report.html'
 
-# %% ../nbs/13_pipeline.ipynb #c027
+# %% ../nbs/13_pipeline.ipynb #c033
 @dataclass
 class Evaluation:
     "What `evaluate_predictions` measured."
