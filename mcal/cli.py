@@ -13,7 +13,7 @@ from .pipeline import run_study, write_study_report, predict_rois, evaluate_pred
 
 # %% auto #0
 __all__ = ['COMMANDS', 'POSITIONAL', 'mcal_demo', 'mcal_train', 'mcal_predict', 'mcal_evaluate', 'mcal_synth', 'train_options',
-           'save_options', 'command_parser', 'main']
+           'save_options', 'command_parser', 'parse_command', 'main']
 
 # %% ../nbs/15_cli.ipynb #c005
 def mcal_demo(data:str=None,            # study folder with labels.csv, or its CSV (default: data_samples/)
@@ -36,6 +36,7 @@ def mcal_demo(data:str=None,            # study folder with labels.csv, or its C
 
 def mcal_train(data:str=None,           # target study: folder with labels.csv, or its CSV
                intermediate:str=None,   # intermediate set (study CSV/folder, mini-MIAS, CBIS-DDSM, class folders) or stage-1 model folder; default: the study's own whole images
+               intermediate_spacing_mm:float=None, # pixel spacing of intermediate images that state none (CBIS-DDSM's DICOMs)
                out:str='mcal_train',    # output folder: models/ (with train.toml), predictions.csv, results.csv, report.md
                config:str=None,         # TOML file with any of these options (options typed here win)
                field_of_view_mm:float=DEFAULT_FIELD_OF_VIEW_MM, # patch side in mm
@@ -53,14 +54,17 @@ def mcal_train(data:str=None,           # target study: folder with labels.csv, 
                cams:bool=True,          # Grad-CAM overlays of the test ROIs (--no-cams: off)
                quiet:bool=False):       # no progress output
     "Train the method on a study with a named intermediate set: stage 1, ensemble, test metrics, report; options also from a TOML file."
-    o = train_options(config, {k: v for k, v in locals().items() if k != 'config'})
-    if not o.get('data'): raise MCalError('mcal train needs --data (the target study), on the command line or in the config file')
-    out = Path(o['out'])
-    resolve_device(o['device'])                              # fails before anything is written
-    save_options(o, out / 'models' / 'train.toml')
-    run = run_study(o['data'], out, o['field_of_view_mm'], o['size'], o['backbone'], None if str(o['weights']).lower() == 'none' else o['weights'],
+    options = train_options(config, {k: v for k, v in locals().items() if k != 'config'})
+    if not options.get('data'): raise MCalError('mcal train needs --data (the target study), on the command line or in the config file')
+    for k in ('data', 'intermediate', 'out'):                # saved absolute, so the saved file repeats the run from any folder
+        if options[k] is not None: options[k] = str(Path(options[k]).resolve())
+    resolve_device(options['device'])                        # fails before anything is written
+    save_options({k: v for k, v in options.items() if k != 'quiet'}, Path(options['out']) / 'models' / 'train.toml')   # how a run is shown is not part of it
+    o = options
+    run = run_study(o['data'], o['out'], o['field_of_view_mm'], o['size'], o['backbone'], None if str(o['weights']).lower() == 'none' else o['weights'],
                     epochs=o['epochs'], frozen_epochs=o['frozen_epochs'], stage1_epochs=o['stage1_epochs'], intermediate=o['intermediate'],
-                    n_splits=o['folds'], lr=o['lr'], bs=o['bs'], seed=o['seed'], device=o['device'], cams=o['cams'], progress=not o['quiet'])
+                    intermediate_spacing_mm=o['intermediate_spacing_mm'], n_splits=o['folds'], lr=o['lr'], bs=o['bs'], seed=o['seed'],
+                    device=o['device'], cams=o['cams'], progress=not o['quiet'])
     report = write_study_report(run)
     if not o['quiet']: print(report.read_text().split('![contact sheet]')[0].rstrip(), f'\nreport: {report}', sep='\n')
     return run
@@ -130,7 +134,9 @@ def train_options(config,               # a TOML file, or None
         from_file[key] = kind(v)
     return {**defaults, **from_file, **typed}
 
-def save_options(options:dict, path) -> Path:
+def save_options(options:dict,   # resolved options (from `train_options`)
+                 path            # the TOML file to write
+                ) -> Path:
     "Write resolved options as TOML (options without a value left out), atomically."
     import tomli_w
     from mcal import __version__
@@ -147,6 +153,16 @@ def command_parser(name:str):
     "The argparse parser of `mcal NAME`, read from its function's signature and docments."
     return anno_parser(COMMANDS[name], prog=f'mcal {name}', pos=POSITIONAL.get(name))
 
+def parse_command(argv:list) -> dict:
+    "The keyword arguments of `mcal NAME ...`; for `train`, a --config file's options are the defaults, so typed options win."
+    parser = command_parser(argv[0])
+    if argv[0] == 'train' and (cfg := parser.parse_known_args(argv[1:])[0].config):
+        parser.set_defaults(**train_options(cfg, {}))
+    args = vars(parser.parse_args(argv[1:]))
+    args.pop('pdb', None); args.pop('xtra', None)
+    if argv[0] == 'train': args['config'] = None        # already applied: the file's options are in `args`
+    return args
+
 def main(argv=None) -> int:
     "The `mcal` console command: `mcal COMMAND [options]`; exit status 2 with one line for a user's error."
     argv = sys.argv[1:] if argv is None else list(argv)
@@ -154,9 +170,7 @@ def main(argv=None) -> int:
         print('usage: mcal {' + ','.join(COMMANDS) + '} ...\n\n' + '\n'.join(f'  {k:8} {f.__doc__}' for k, f in COMMANDS.items())
               + '\n\nmcal COMMAND --help shows its options.', file=sys.stderr if argv and argv[0] not in ('-h', '--help') else sys.stdout)
         return 0 if argv and argv[0] in ('-h', '--help') else 2
-    args = vars(command_parser(argv[0]).parse_args(argv[1:]))
-    args.pop('pdb', None); args.pop('xtra', None)
-    try: COMMANDS[argv[0]](**args)
+    try: COMMANDS[argv[0]](**parse_command(argv))
     except MCalError as e:
         print(f'mcal: error: {e}', file=sys.stderr); return 2
     return 0

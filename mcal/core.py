@@ -106,6 +106,7 @@ def gpu_precision(device,                 # a `torch.device` (or its name)
                  ) -> str|None:
     "fastai's mixed-precision mode for `device`: 'bf16' on a CUDA GPU that supports it, else 'fp16'; None on the CPU."
     import torch
-    if torch.device(device).type != 'cuda': return None
-    if bf16_supported is None: bf16_supported = torch.cuda.is_bf16_supported()
+    device = torch.device(device)
+    if device.type != 'cuda': return None
+    if bf16_supported is None: bf16_supported = torch.cuda.get_device_capability(device)[0] >= 8   # Ampere and later: this GPU, not the current one
     return 'bf16' if bf16_supported else 'fp16'

@@ -109,24 +109,27 @@ class Intermediate:
 
     @property
     def description(self) -> str:
-        if self.kind == 'model': return f'stage-1 model {self.source}'
+        "What stage 1 learns from, in words (for logs, the model card and the report)."
+        if self.kind == 'model':
+            cfg = read_config(self.source)
+            return f'stage-1 model {self.source} ({cfg["backbone"]}, {(cfg.get("card") or {}).get("data") or " vs ".join(cfg["classes"])})'
         p = self.patches
         return (f'{self.kind} {self.source}: {len(p)} {"whole images" if (p.roi_shape == "image").all() else "ROIs"} of '
                 f'{p.patient_id.nunique()} patients, {self.classes[1]} vs {self.classes[0]}')
 
 def check_patients_apart(table:pd.DataFrame,  # intermediate rows with `patient_id`
                          test_patients,       # the study's test patients
-                         source):
+                         source):             # the intermediate set's path, named in the error
     "Raise `AnnotationError` naming them if intermediate rows belong to the study's test patients (same patient id)."
     shared = sorted(set(table.patient_id.dropna().astype(str)) & set(pd.Series(list(test_patients)).astype(str)))
     if shared: raise AnnotationError(f'{source}: {len(shared)} patient(s) of the intermediate set are test patients of the study '
                                      f'({", ".join(shared[:5])}{", ..." if len(shared) > 5 else ""}): stage 1 would see the test set; '
                                      'remove them from the intermediate set')
 
-def _read_intermediate(src:Path) -> tuple[str, pd.DataFrame]:
-    "The adapter `src`'s layout calls for, and its ROI table."
+def _read_intermediate(src:Path, test_patients) -> tuple[str, pd.DataFrame]:
+    "The adapter `src`'s layout calls for, and its ROI table (mini-MIAS: the study's test patients left out, as `mias_other_task` does)."
     if src.suffix.lower() == '.csv' or (src / 'labels.csv').exists() or (src / 'rois.csv').exists(): return 'study', load_csv(study_csv(src))
-    if (src / 'Info.txt').exists(): return 'mini-MIAS', mias_other_task(flag_off_breast(load_mias(src)))
+    if (src / 'Info.txt').exists(): return 'mini-MIAS', mias_other_task(flag_off_breast(load_mias(src)), exclude_patients=list(test_patients))
     if src.is_dir() and any(src.glob('*case_description*.csv')): return 'CBIS-DDSM', load_cbis_ddsm(src, tcia_root=src)
     if src.is_dir() and sum(d.is_dir() for d in src.iterdir()) >= 2: return 'class folders', load_folder_classes(src)
     raise AnnotationError(f'{src}: not an intermediate set mcal can read (a study CSV or folder with labels.csv, a mini-MIAS folder with '
@@ -134,19 +137,24 @@ def _read_intermediate(src:Path) -> tuple[str, pd.DataFrame]:
 
 def load_intermediate(source,                  # see above: study, mini-MIAS, CBIS-DDSM, class folders, or a model folder
                       cache,                   # patch cache folder
-                      field_of_view_mm=DEFAULT_FIELD_OF_VIEW_MM, size=128,
+                      field_of_view_mm=DEFAULT_FIELD_OF_VIEW_MM, # ROI patches' side in mm (whole images are resized whole)
+                      size=128,                # patch side in pixels
                       test_patients=(),        # the study's test patients: refused if the set holds any of them
+                      pixel_spacing_mm=None,   # spacing of images whose files and rows give none (CBIS-DDSM's DICOMs)
                       progress=True) -> Intermediate:
     "Read an intermediate set for stage 1 through its adapter, refuse test patients, and cut its patches."
     src = Path(source)
     if not src.exists(): raise AnnotationError(f'{src}: intermediate set not found')
     if (src / 'config.json').exists() and (src / 'model.safetensors').exists(): return Intermediate(src, 'model')
-    kind, table = _read_intermediate(src)
+    kind, table = _read_intermediate(src, test_patients)
     check_patients_apart(usable(table), test_patients, src)
-    res = build_patches(usable(table), cache, field_of_view_mm=field_of_view_mm, size=size, progress=progress)
+    res = build_patches(usable(table), cache, field_of_view_mm=field_of_view_mm, size=size, pixel_spacing_mm=pixel_spacing_mm, progress=progress)
     labels = sorted(res.table.label.astype(str).unique(), key=lambda c: (c.lower() not in NEGATIVE_CLASSES, c))
-    if len(labels) != 2: raise AnnotationError(f'{src}: stage 1 needs two classes, the usable rows have {labels}')
-    return Intermediate(src, kind, res.table, labels, skipped_items(table, res))
+    skipped = skipped_items(table, res)
+    if len(labels) != 2:
+        why = f'; {len(skipped)} of {len(table)} rows skipped, e.g. {skipped.item.iloc[0]}: {skipped.reason.iloc[0]}' if len(skipped) else ''
+        raise AnnotationError(f'{src}: stage 1 needs two classes, the usable rows have {labels}{why}')
+    return Intermediate(src, kind, res.table, labels, skipped)
 
 # %% ../nbs/13_pipeline.ipynb #c017
 def run_study(data=None,                  # study folder with labels.csv, or the CSV (default: data_samples/)
@@ -159,6 +167,7 @@ def run_study(data=None,                  # study folder with labels.csv, or the
               frozen_epochs=2,            # stage-2 head-only epochs
               stage1_epochs=3,            # stage-1 unfrozen epochs
               intermediate=None,          # intermediate set or stage-1 model folder (`load_intermediate`); None: the study's own whole images
+              intermediate_spacing_mm=None, # pixel spacing of intermediate images that state none (CBIS-DDSM)
               n_splits=3,                 # stage-2 patient-grouped folds (one member each)
               lr=1e-3, bs=16, seed=0,
               device='auto',              # where to train: 'auto' (CUDA when present), 'cpu', 'cuda' or 'cuda:N'
@@ -185,7 +194,7 @@ def run_study(data=None,                  # study folder with labels.csv, or the
         dls, inter = _stage1_task(ing.patches, train_rois.patient_id, out / 'cache', size, bs, seed, backbone, device)
         run.stage1_data = f'the study\'s own whole images: {len(inter)} of {inter.patient_id.nunique()} training patients, cancer vs no cancer'
     else:
-        src = load_intermediate(intermediate, out / 'cache', field_of_view_mm, size, test_rois.patient_id, progress)
+        src = load_intermediate(intermediate, out / 'cache', field_of_view_mm, size, test_rois.patient_id, intermediate_spacing_mm, progress)
         run.stage1_skipped = src.skipped
         if src.skipped is not None and len(src.skipped): say(f'intermediate set: {len(src.skipped)} rows skipped (listed in the report)')
         dls, run.stage1_data = (None if src.kind == 'model' else _stage1_loaders(src.patches, src.classes, bs, seed, backbone, device)), src.description

@@ -122,12 +122,14 @@ FIGURE_CALLS = ('show_patches(', 'show_batch(', 'lr_find(', 'plot.bar(', 'plot_l
 
 
 def _run_all(page, tries=3):
-    "Run > Run All Cells, again if no cell started within 20 s (a click made while the kernel still connects is dropped)."
-    started = "() => [...document.querySelectorAll('.jp-InputPrompt')].some(e => /\\[(\\*|\\d+)\\]/.test(e.textContent))"
+    "Run > Run All Cells, again if no cell's prompt changed within 20 s (a click made while the kernel still connects is dropped)."
+    prompts = "[...document.querySelectorAll('.jp-InputPrompt')].map(e => e.textContent).join('|')"
+    before = page.evaluate(f"() => {prompts}")
+    started = f"(before) => {prompts} !== before"
     for _ in range(tries):
         page.get_by_role('menuitem', name='Run', exact=True).click()
         page.get_by_text('Run All Cells', exact=True).click()
-        try: page.wait_for_function(started, timeout=20_000); return
+        try: page.wait_for_function(started, arg=before, timeout=20_000); return
         except Exception: pass
     pytest.fail(f'Run All Cells started no cell in {tries} tries')
 
