@@ -9,7 +9,7 @@ from pathlib import Path
 from fastcore.script import anno_parser
 from .core import *
 from .roi import DEFAULT_FIELD_OF_VIEW_MM
-from .pipeline import run_study, write_study_report, predict_rois, evaluate_predictions, write_evaluation_report
+from .pipeline import run_study, write_study_report, predict_rois, evaluate_predictions, write_evaluation_report, _atomic_text
 
 # %% auto #0
 __all__ = ['COMMANDS', 'POSITIONAL', 'mcal_demo', 'mcal_train', 'mcal_predict', 'mcal_evaluate', 'mcal_synth', 'train_options',
@@ -142,7 +142,7 @@ def save_options(options:dict,   # resolved options (from `train_options`)
     from mcal import __version__
     path = Path(path); path.parent.mkdir(parents=True, exist_ok=True)
     text = f'# mcal {__version__} train: the resolved options of this run; repeat or resume it with mcal train --config {path.name}\n'
-    tmp = path.with_name(path.name + '.tmp'); tmp.write_text(text + tomli_w.dumps({k: v for k, v in options.items() if v is not None})); tmp.replace(path)
+    _atomic_text(path, text + tomli_w.dumps({k: v for k, v in options.items() if v is not None}))
     return path
 
 # %% ../nbs/15_cli.ipynb #c009
