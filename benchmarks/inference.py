@@ -8,6 +8,7 @@ The two engines' probabilities are compared on every patch (max |difference| is 
 
     python benchmarks/inference.py            # EfficientNet-Lite0 and ResNeXt50 at 224 px, 256 patches, batch 64
     python benchmarks/inference.py --quick    # CI: Lite0 at 64 px, 16 patches
+    python benchmarks/inference.py --device cuda --n 1024 --bs 128   # PyTorch rows on a GPU (ONNX Runtime stays on the CPU)
 Writes benchmarks/results/inference.csv (inference_quick.csv in quick mode).
 """
 import argparse, tempfile, time, warnings
@@ -40,6 +41,7 @@ def main(a):
                        field_of_view_mm=25.6, patch_size=a.size)
             folder = save_model(roi_model(name, 2, None), cfg, Path(d) / name)
             torch_model, _ = load_model(folder, 'torch')
+            torch_model.to(a.device)                       # `predict` and the CAMs follow the model's device
             onnx_model, _ = load_model(folder, 'onnx')
             diff = float(np.abs(predict(torch_model, patches, cfg['stats'], bs=a.bs) - predict(onnx_model, patches, cfg['stats'], bs=a.bs)).max())
             for mode in ('plain', 'tta', 'cams'):
@@ -53,11 +55,12 @@ def main(a):
                 rows.append(dict(backbone=name, size=a.size, mode=mode, n=a.n, bs=a.bs, pytorch_rois_s=round(rates['pytorch'], 1),
                                  onnxruntime_rois_s=round(rates['onnxruntime'], 1), speedup=round(rates['onnxruntime'] / rates['pytorch'], 2),
                                  max_abs_prob_diff=diff, threads=torch.get_num_threads(), cpu=torch.backends.cpu.get_cpu_capability(),
+                                 pytorch_device=torch.cuda.get_device_name(a.device) if a.device.type == 'cuda' else 'cpu',
                                  torch=torch.__version__, onnxruntime=__import__('onnxruntime').__version__))
                 print(rows[-1], flush=True)
     out = pd.DataFrame(rows)
     RESULTS.mkdir(parents=True, exist_ok=True)
-    out.to_csv(RESULTS / f"inference{'_quick' if a.quick else ''}.csv", index=False)
+    out.to_csv(RESULTS / f"inference{'_quick' if a.quick else '_gpu' if a.device.type == 'cuda' else ''}.csv", index=False)
     print(out[['backbone', 'mode', 'pytorch_rois_s', 'onnxruntime_rois_s', 'speedup', 'max_abs_prob_diff']].to_string(index=False))
 
 
@@ -70,7 +73,10 @@ if __name__ == '__main__':
     ap.add_argument('--n', type=int, default=256)
     ap.add_argument('--bs', type=int, default=64)
     ap.add_argument('--rounds', type=int, default=2)
+    ap.add_argument('--device', default='cpu', help="where the PyTorch rows run: 'cpu', 'cuda', 'cuda:N' or 'auto'")
     a = ap.parse_args()
+    from mcal.core import resolve_device
+    a.device = resolve_device(a.device)
     if a.quick: a.backbones, a.size, a.n, a.bs, a.rounds = ['tf_efficientnet_lite0'], 64, 16, 16, 1
     RESULTS = Path(a.results)
     main(a)

@@ -175,6 +175,7 @@ def model_card(learn:Learner,    # a trained learner
               ) -> dict:
     "What a trained model is: its data, sizes, resolution, schedule and validation AUC (positive = last class)."
     valid = learn.dls.valid.items
+    by_epoch = _epoch_aucs(learn)         # before `get_preds`, which leaves only its own row in fastai's recorder
     with learn.no_bar(), warnings.catch_warnings():
         warnings.filterwarnings('ignore', message='auc shown as nan')
         probs, targs = learn.get_preds(dl=learn.dls.valid)[:2] if len(valid) else (torch.zeros(0, learn.dls.c), torch.zeros(0))
@@ -183,13 +184,13 @@ def model_card(learn:Learner,    # a trained learner
                 field_of_view_mm=learn.config['field_of_view_mm'], n_train=len(learn.dls.train.items), train_patients=ids(learn.dls.train.items),
                 n_valid=len(valid), valid_patients=ids(valid), valid_positives=int((targs == learn.dls.c - 1).sum()),
                 valid_auc=round(auc_or_nan(probs[:, -1].float().numpy(), (targs == learn.dls.c - 1).numpy()), 4) if len(valid) else None,
-                valid_auc_by_epoch=_epoch_aucs(learn), schedule=learn.config['history'][-1] if learn.config['history'] else None,
+                valid_auc_by_epoch=by_epoch, schedule=learn.config['history'][-1] if learn.config['history'] else None,
                 wall_s=None if wall_s is None else round(wall_s, 1))
 
 def _epoch_aucs(learn) -> list|None:
     "The validation AUC after each epoch of the last fit, from fastai's recorder."
-    names = list(learn.recorder.metric_names[1:-1])         # train_loss, valid_loss, metrics (epoch and time excluded)
-    if 'auc' not in names: return None
+    names = list(getattr(learn.recorder, 'metric_names', [])[1:-1])   # train_loss, valid_loss, metrics (epoch and time excluded)
+    if 'auc' not in names: return None                      # no fit yet, or no AUC metric
     return [None if v[names.index('auc')] is None else round(float(v[names.index('auc')]), 4) for v in learn.recorder.values]
 
 def weights_id(weights) -> str|None:
