@@ -9,8 +9,8 @@ Arms, in one run, on the same folds:
   <backbone>/scratch, /imagenet, /inter-<set> (intermediate only), /dtl-<set> (ImageNet -> intermediate -> target)
 Intermediate sets: screening640 (whole images, cancer vs not, patient-grouped) and mias-other
 (mini-MIAS non-calcification lesions vs normal-tissue patches, from patients outside the target).
-The ImageNet -> screening640 stage 1 is the learnt one of benchmarks/stage1_screening.py (512 px, 24 epochs on
-an H200; its validation AUC in benchmarks/results/stage1_screening.csv), passed with --stage1; the other stage-1 models
+The ImageNet -> screening640 stage 1 is the learnt one of benchmarks/stage1_screening.py (320 px, its
+validation AUC in benchmarks/results/stage1_screening.csv), passed with --stage1; the other stage-1 models
 are trained here at the patch size with mcal's stage-1 defaults. d-TL arms are compared (paired DeLong)
 with the geometry arm and with their two single-stage arms (ImageNet only, intermediate only).
 The mini-MIAS tables come from `mcal.datasets.mias_tables` (see nbs/03_datasets.ipynb).
@@ -153,7 +153,7 @@ def main(quick=False, work=HERE / 'work', size=128, folds=5, repeats=3, epochs=6
             s1_rows.append(dict(target='stage1', arm=f'{lite}/dtl-{set_name}', n=card['n_valid'], n_malignant=card['valid_positives'],
                                 n_patients=card['valid_patients'], auc=card['valid_auc'], ci_low=card.get('valid_auc_ci', [None, None])[0], ci_high=card.get('valid_auc_ci', [None, None])[1],
                                 wall_s=card['wall_s'], note=f"learnt stage 1 of benchmarks/stage1_screening.py: {card['patch_size']} px, "
-                                                            f"{card.get('epochs_done') or card['schedule']['epochs']} epochs, {card['n_train']} train ({learnt_stage1})"))
+                                                            f"{card['schedule']['epochs']} epochs, {card['n_train']} train ({learnt_stage1})"))
             print(s1_rows[-1], flush=True)
         else: run_stage1(f'{lite}/dtl-{set_name}', table, lite, 'imagenet')
         if resnext_repeats and set_name == 'mias-other': run_stage1(f'{rx}/inter-{set_name}', table, rx, None)   # ResNeXt from scratch on screening640: 4 epochs cost ~10 min here and a scratch stage 1 on 2,166 images is not learnt
@@ -217,7 +217,7 @@ if __name__ == '__main__':
     ap.add_argument('--results', default=str(RESULTS), help='where the CSVs go')
     ap.add_argument('--repeats', type=int, default=3)
     ap.add_argument('--epochs', type=int, default=6)
-    ap.add_argument('--stage1', default=str(HERE / 'work' / 'stage1' / 'lite0-512-gpu-e25'),
+    ap.add_argument('--stage1', default=str(HERE / 'work' / 'stage1' / 'lite0-320-defaults'),
                     help='the learnt ImageNet -> screening640 stage-1 folder (benchmarks/stage1_screening.py); trained here if missing')
     a = ap.parse_args()
     RESULTS = Path(a.results)

@@ -178,7 +178,7 @@ if __name__ == '__main__':
     ap.add_argument('--methods', nargs='+', default=['gradcam', 'gradcam++', 'eigencam', 'layercam'])
     ap.add_argument('--levels', nargs='+', type=int, default=[0, 1, 2])
     ap.add_argument('--targets', nargs='+', default=['calc', 'lesions'])
-    ap.add_argument('--stage1', default=str(HERE / 'work' / 'stage1' / 'lite0-512-gpu-e25'))
+    ap.add_argument('--stage1', default=str(HERE / 'work' / 'stage1' / 'lite0-320-defaults'))
     ap.add_argument('--skip-roi', action='store_true', help='only the whole-image part')
     a = ap.parse_args()
     RESULTS = Path(a.results)

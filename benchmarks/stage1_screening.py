@@ -80,15 +80,17 @@ def device_name(device) -> str:
 
 
 def epochs_for_budget(dls, backbone, budget_s:float, max_epochs:int) -> tuple[int, float]:
-    "Epochs that fit `budget_s`, from a fifth of an epoch (training and validation) timed through the same learner, after a warm-up."
+    "Epochs that fit `budget_s`: a tenth and three tenths of an epoch timed through the same learner; their difference is the work, the rest start-up."
     from fastai.callback.training import ShortEpochCallback
     learn = roi_learner(dls, backbone, 'imagenet', seed=0, balanced=True, bf16='auto')
     learn.unfreeze()
-    short = lambda: learn.fit(1, 1e-5, cbs=ShortEpochCallback(pct=0.2, short_valid=True))
+    def part(pct):
+        t0 = time.time(); learn.fit(1, 1e-5, cbs=ShortEpochCallback(pct=pct, short_valid=True)); return time.time() - t0
     with learn.no_bar(), learn.no_logging():
-        short()                   # warm-up: on an H200 the first fifth took 11x a fifth of a real epoch (kernel selection, first batches)
-        t0 = time.time(); short()
-    epoch_s = (time.time() - t0) / 0.2                        # loader start-up still counted once per fifth: a slight over-estimate
+        part(0.05)                # warm-up: kernel selection and first batches (on an H200 a cold fifth took 11x a warm one)
+        t1, t3 = part(0.1), part(0.3)
+    work = max(t3 - t1, 0) / 0.2                              # one epoch's batches, training and validation
+    epoch_s = work + max(t1 - 0.1 * work, 0)                  # plus one start-up of the loaders per epoch
     return int(np.clip(budget_s // epoch_s, 1, max_epochs)), epoch_s
 
 
@@ -109,7 +111,7 @@ def from_checkpoint(dls, checkpoint:Path, folder:Path, backbone:str, trained_on:
                                         n_train=len(dls.train_ds), classes=learn.config['classes']))
     log = epoch_table(checkpoint / 'run.log') if (checkpoint / 'run.log').exists() else None
     card = model_card(learn, SCREENING + ' (validated here on the files given)')
-    card.update(epochs_done=progress['epochs_done'], stopped=f"stopped by its time limit in epoch {progress['epochs_done'] + 1} of {req['epochs']}",
+    card.update(epochs_done=progress['epochs_done'], stopped=f"stopped after {progress['epochs_done']} of {req['epochs']} {progress['phase']} epochs",
                 trained_on=trained_on, valid_auc_by_epoch=None if log is None else log.auc.round(4).tolist(),
                 valid_auc_by_epoch_note='on the GPU run\'s own copy of the images' if log is not None else None)
     learn.config.update(stage='intermediate', request=req, card=card)
@@ -158,12 +160,13 @@ def main(a):
         from_checkpoint(dls, Path(a.from_checkpoint), folder, bb.name, a.trained_on)
     if a.evaluate_only or a.from_checkpoint:
         if not (folder / 'config.json').exists(): raise SystemExit(f'{folder}: no model folder to evaluate')
-        card = json.loads((folder / 'config.json').read_text())['card']
+        cfg = json.loads((folder / 'config.json').read_text()); card = cfg['card']
+        if cfg['patch_size'] != a.size: raise SystemExit(f"{folder} was trained at {cfg['patch_size']} px: pass --size {cfg['patch_size']}")
         epochs, train_s = card.get('epochs_done') or card['schedule']['epochs'], card['wall_s'] or float('nan')
     else:
         if a.lr_find:
             t0 = time.time()
-            sug = lr_find_run(loaders(16), bb.name, RESULTS / f'stage1_lr_find{suffix}.png', a.lr_find_it)
+            sug = lr_find_run(loaders(16), bb.name, RESULTS / f'stage1_lr_find_{a.tag}.png', a.lr_find_it)
             print(f'lr_find ({time.time() - t0:.0f} s): {sug}', flush=True)
         if a.budget_s:
             epochs, epoch_s = epochs_for_budget(dls, bb.name, a.budget_s, a.epochs)
@@ -193,7 +196,8 @@ def main(a):
         r.update(tag=a.tag, images=a.images, backbone=bb.name, size_px=a.size, epochs=epochs, frozen_epochs=a.frozen, lr=a.lr, lr_mult=a.lr_mult,
                  balanced=a.balanced, bs=a.bs, n_train=len(patches) - len(va), train_wall_s=round(train_s, 1),
                  lr_find=json.dumps({k: round(v, 6) for k, v in sug.items()}) if sug else '', model=str(folder.relative_to(work)),
-                 quick=a.quick, cpu=__import__('torch').backends.cpu.get_cpu_capability(), device=device_name(device),
+                 quick=a.quick, cpu=__import__('torch').backends.cpu.get_cpu_capability(),
+                 device=cfg['card'].get('trained_on') or device_name(device), scored_on=f"{device_name(device)}, float32 predict",
                  probe_epoch_s=None if epoch_s is None else round(epoch_s, 1), budget_s=a.budget_s, command=' '.join(a.argv))
     out = pd.DataFrame(rows)
     RESULTS.mkdir(exist_ok=True)
@@ -231,7 +235,7 @@ if __name__ == '__main__':
     ap.add_argument('--no-external', dest='external', action='store_false', help='skip the mini-MIAS external test')
     ap.add_argument('--evaluate-only', action='store_true', help='score the existing model folder <work>/stage1/<tag>, no training')
     ap.add_argument('--from-checkpoint', default=None, help='a stopped run\'s checkpoint folder (last.pth, progress.json, run.log) to save and score')
-    ap.add_argument('--trained-on', default='NVIDIA H200', help='where the checkpoint was trained, for its card')
+    ap.add_argument('--trained-on', default='unknown', help='where the checkpoint was trained (e.g. NVIDIA H200), for its card')
     ap.add_argument('--images', default='original files', help='what the images were, for the results (e.g. a re-encoded copy)')
     a = ap.parse_args()
     if a.quick: a.size, a.epochs, a.lr_find_it, a.tag = 64, 1, 10, 'quick'
