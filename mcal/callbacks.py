@@ -10,11 +10,14 @@ import numpy as np
 import torch
 from torch import nn
 from fastai.vision.all import Callback, AccumMetric, to_float
+from fastai.torch_core import rank_distrib, num_distrib
+from fastai.distributed import DistributedDL, DistributedTrainer
 from fastai.metrics import ActivationType
 from .core import *
 
 # %% auto #0
-__all__ = ['cpu_supports_bf16', 'bf16_is_faster', 'BF16Autocast', 'plain', 'EpochCheckpoint', 'write_progress', 'resume_point',
+__all__ = ['cpu_supports_bf16', 'bf16_is_faster', 'BF16Autocast', 'main_process', 'init_distributed', 'barrier', 'main_first',
+           'GlooDistributedDL', 'DataParallel', 'plain', 'EpochCheckpoint', 'write_progress', 'resume_point',
            'load_checkpoint', 'auc_or_nan', 'malignant_auc']
 
 # %% ../nbs/06_callbacks.ipynb #c006
@@ -62,6 +65,44 @@ class BF16Autocast(Callback):
     def after_batch(self): self._leave()
 
 # %% ../nbs/06_callbacks.ipynb #c012
+def main_process() -> bool:
+    "True in a single process and in rank 0 of a distributed run: the process that writes files."
+    return rank_distrib() == 0
+
+def init_distributed(device) -> bool:
+    "Join the process group of a distributed run (gloo on the CPU, nccl on GPUs) before any file is cut; False in a single process."
+    if num_distrib() <= 1: return False
+    from accelerate import PartialState
+    PartialState(cpu=torch.device(device).type == 'cpu')
+    return True
+
+def barrier():
+    "Wait for every process of a distributed run; nothing to wait for in a single process."
+    if num_distrib() > 1 and torch.distributed.is_initialized(): torch.distributed.barrier()
+
+def main_first(func, *args, **kwargs):
+    "`func(*args, **kwargs)` in the main process first, then in the others, which find its cached files."
+    if main_process(): res = func(*args, **kwargs); barrier()
+    else: barrier(); res = func(*args, **kwargs)
+    return res
+
+class GlooDistributedDL(DistributedDL):
+    "fastai's `DistributedDL`, broadcasting the epoch's order on the CPU unless the loader is on a GPU (gloo and nccl)."
+    def _broadcast(self, t, rank):
+        t = torch.LongTensor(t)
+        on_gpu = torch.device(self.device or 'cpu').type == 'cuda'
+        if on_gpu: t = t.cuda()                                  # nccl moves CUDA tensors only
+        torch.distributed.broadcast(t, rank)
+        return t.cpu().tolist()
+
+class DataParallel(DistributedTrainer):
+    "fastai's `DistributedTrainer` on CPU processes too: loaders on the learner's device, `SyncBatchNorm` only on GPUs."
+    def __init__(self, device):
+        self.on_cpu = torch.device(device).type == 'cpu'
+        super().__init__(sync_bn=not self.on_cpu, cpu=self.on_cpu)
+    def _wrap_dl(self, dl): return dl if isinstance(dl, DistributedDL) else GlooDistributedDL(dl, device=self.learn.dls.device)
+
+# %% ../nbs/06_callbacks.ipynb #c015
 def plain(o):
     "`o` with numpy scalars turned into Python numbers, so that `torch.load(weights_only=True)` and JSON accept it."
     if isinstance(o, dict): return {k: plain(v) for k, v in o.items()}
@@ -77,14 +118,18 @@ class EpochCheckpoint(Callback):
                  request:dict=None):    # what the stage was asked to do; resuming requires the same
         self.folder, self.phase, self.request = Path(folder), phase, plain(request or {})
     def after_epoch(self):
-        self.folder.mkdir(parents=True, exist_ok=True)
-        tmp = self.folder / 'last.tmp'
-        torch.save(dict(model=self.learn.model.state_dict(), opt=plain(self.learn.opt.state_dict())), tmp)
-        tmp.replace(self.folder / 'last.pth')
-        write_progress(self.folder, self.phase, self.epoch + 1, self.request)
+        if main_process():                                       # in a distributed run, rank 0 alone writes
+            self.folder.mkdir(parents=True, exist_ok=True)
+            tmp = self.folder / 'last.tmp'
+            model = getattr(self.learn.model, 'module', self.learn.model)   # the model inside a DDP wrapper
+            torch.save(dict(model=model.state_dict(), opt=plain(self.learn.opt.state_dict())), tmp)
+            tmp.replace(self.folder / 'last.pth')
+            write_progress(self.folder, self.phase, self.epoch + 1, self.request)
+        barrier()
 
 def write_progress(folder, phase:str, epochs_done:int, request:dict=None):
-    "Write `progress.json` atomically."
+    "Write `progress.json` atomically (in a distributed run, from rank 0 only)."
+    if not main_process(): return
     tmp = Path(folder) / 'progress.tmp'
     tmp.write_text(json.dumps(dict(phase=phase, epochs_done=epochs_done, request=plain(request or {})), default=str))
     tmp.replace(Path(folder) / 'progress.json')
@@ -104,7 +149,7 @@ def load_checkpoint(learn, folder, optimiser=True):
     learn.model.load_state_dict(state['model'])
     if optimiser: learn.opt.load_state_dict(state['opt'])
 
-# %% ../nbs/06_callbacks.ipynb #c015
+# %% ../nbs/06_callbacks.ipynb #c018
 def auc_or_nan(preds, targs) -> float:
     "AUC of `preds` against 0/1 `targs`; NaN (with a warning) when only one class is present."
     from sklearn.metrics import roc_auc_score

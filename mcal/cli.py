@@ -10,6 +10,7 @@ from fastcore.script import anno_parser
 from .core import *
 from .roi import DEFAULT_FIELD_OF_VIEW_MM
 from .pipeline import run_study, write_study_report, predict_rois, evaluate_predictions, write_evaluation_report, _atomic_text
+from .callbacks import main_process
 
 # %% auto #0
 __all__ = ['COMMANDS', 'POSITIONAL', 'mcal_demo', 'mcal_train', 'mcal_predict', 'mcal_evaluate', 'mcal_synth', 'train_options',
@@ -59,12 +60,13 @@ def mcal_train(data:str=None,           # target study: folder with labels.csv, 
     for k in ('data', 'intermediate', 'out'):                # saved absolute, so the saved file repeats the run from any folder
         if options[k] is not None: options[k] = str(Path(options[k]).resolve())
     resolve_device(options['device'])                        # fails before anything is written
-    save_options({k: v for k, v in options.items() if k != 'quiet'}, Path(options['out']) / 'models' / 'train.toml')   # how a run is shown is not part of it
+    if main_process(): save_options({k: v for k, v in options.items() if k != 'quiet'}, Path(options['out']) / 'models' / 'train.toml')   # how a run is shown is not part of it
     o = options
     run = run_study(o['data'], o['out'], o['field_of_view_mm'], o['size'], o['backbone'], None if str(o['weights']).lower() == 'none' else o['weights'],
                     epochs=o['epochs'], frozen_epochs=o['frozen_epochs'], stage1_epochs=o['stage1_epochs'], intermediate=o['intermediate'],
                     intermediate_spacing_mm=o['intermediate_spacing_mm'], n_splits=o['folds'], lr=o['lr'], bs=o['bs'], seed=o['seed'],
                     device=o['device'], cams=o['cams'], progress=not o['quiet'])
+    if not main_process(): return                            # under torchrun every process trains its share; rank 0 writes the report
     report = write_study_report(run)
     if not o['quiet']: print(report.read_text().split('![contact sheet]')[0].rstrip(), f'\nreport: {report}', sep='\n')
     return run

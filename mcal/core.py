@@ -88,10 +88,11 @@ class NotebookFigure(Figure):
 # %% ../nbs/00_core.ipynb #c018
 def resolve_device(device='auto' # 'auto' (CUDA when present), 'cpu', 'cuda' or 'cuda:N'; None means 'auto'
                   ):
-    "The `torch.device` to train on; `MCalError` if a GPU is asked for and PyTorch sees none."
-    import torch
+    "The `torch.device` to train on; `MCalError` if a GPU is asked for and PyTorch sees none. Under torchrun, 'auto' and 'cuda' mean this process's GPU."
+    import os, torch
     name = 'auto' if device is None else str(device).lower()
-    if name == 'auto': return torch.device('cuda' if torch.cuda.is_available() else 'cpu')
+    if name == 'auto': name = 'cuda' if torch.cuda.is_available() else 'cpu'
+    if name == 'cuda' and 'LOCAL_RANK' in os.environ: name = f"cuda:{os.environ['LOCAL_RANK']}"   # one GPU per process
     try: dev = torch.device(name)
     except RuntimeError: raise MCalError(f"device={device!r}: expected 'auto', 'cpu', 'cuda' or 'cuda:N'") from None
     if dev.type not in ('cpu', 'cuda'): raise MCalError(f"device={device!r}: mcal trains on 'cpu' or 'cuda'")

@@ -12,7 +12,7 @@ import torch
 from torch import nn
 from .core import *
 from .weights import roi_model, read_state_dict
-from .callbacks import plain
+from .callbacks import plain, main_process, barrier
 import mcal
 
 # %% auto #0
@@ -60,7 +60,9 @@ def save_model(model:nn.Module,   # an `RoiModel` (or a learner, whose `.model` 
     "Write `model.safetensors`, `model.onnx` and `config.json` into `folder` (atomically)."
     from safetensors.torch import save_file
     if config is None: model, config = model.model, model.config       # a learner from `roi_learner`
-    folder = Path(folder); folder.mkdir(parents=True, exist_ok=True)
+    folder = Path(folder)
+    if not main_process(): barrier(); return folder                     # a distributed run: rank 0 writes, the others wait for it
+    folder.mkdir(parents=True, exist_ok=True)
     sd = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     cfg = dict(plain(config), mcal_version=mcal.__version__, torch_version=torch.__version__, format=FORMAT,
                saved=time.strftime('%Y-%m-%dT%H:%M:%S'))
@@ -75,6 +77,7 @@ def save_model(model:nn.Module,   # an `RoiModel` (or a learner, whose `.model` 
             import warnings; warnings.warn(f'{folder}: ONNX export failed ({type(e).__name__}: {str(e)[:200]}); model.onnx not written, PyTorch inference only')
             for f in folder.glob('model*.onnx'): f.unlink()
     (folder / 'config.tmp').replace(folder / 'config.json')          # written last: its presence means finished
+    barrier()
     return folder
 
 _REQUIRED = ('backbone', 'classes', 'stats', 'field_of_view_mm', 'patch_size')

@@ -16,7 +16,8 @@ from fastai.callback.fp16 import MixedPrecision, AMPMode
 from .core import *
 from .roi import DEFAULT_FIELD_OF_VIEW_MM
 from .weights import get_backbone, roi_model, roi_splitter, read_state_dict
-from .callbacks import (cpu_supports_bf16, bf16_is_faster, BF16Autocast, EpochCheckpoint, resume_point, write_progress,
+from fastai.torch_core import num_distrib
+from .callbacks import (DataParallel, cpu_supports_bf16, bf16_is_faster, BF16Autocast, EpochCheckpoint, resume_point, write_progress,
                             load_checkpoint, malignant_auc, auc_or_nan)
 from .inference import save_model, read_config, reusable, file_digest
 
@@ -121,6 +122,7 @@ def fine_tune(learn:Learner,          # from `roi_learner` or `transfer`
                    epochs=epochs, lr=lr, frozen_epochs=frozen_epochs, lr_mult=lr_mult, seed=seed)
     done = resume_point(checkpoint_dir, request) or dict(phase='frozen', epochs_done=0)
     ck = lambda phase: [EpochCheckpoint(checkpoint_dir, phase, request)] if checkpoint_dir else []
+    if num_distrib() > 1: cbs = list(cbs or []) + [DataParallel(learn.dls.device)]   # under torchrun: Accelerate's DDP
     if done['phase'] == 'frozen' and frozen_epochs and done['epochs_done'] < frozen_epochs:
         learn.freeze()
         if done['epochs_done']: load_checkpoint(learn, checkpoint_dir)
@@ -191,7 +193,8 @@ def _epoch_aucs(learn) -> list|None:
     "The validation AUC after each epoch of the last fit, from fastai's recorder."
     names = list(getattr(learn.recorder, 'metric_names', [])[1:-1])   # train_loss, valid_loss, metrics (epoch and time excluded)
     if 'auc' not in names: return None                      # no fit yet, or no AUC metric
-    return [None if v[names.index('auc')] is None else round(float(v[names.index('auc')]), 4) for v in learn.recorder.values]
+    i = names.index('auc')                                  # epochs a resumed fit skipped have short rows: no AUC of theirs here
+    return [None if len(v) <= i or v[i] is None else round(float(v[i]), 4) for v in learn.recorder.values]
 
 def weights_id(weights) -> str|None:
     "What starting weights are, for a request: 'imagenet', None, or a weights file's name and content digest."

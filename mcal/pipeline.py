@@ -15,6 +15,7 @@ from .datasets import load_csv, usable, normalise_label, normalise_birads, load_
 from .data import build_patches, load_patch, paper_split, grouped_cv, patch_dataloaders, whole_image_task, skipped_items, check_one_intent
 from .weights import get_backbone
 from .inference import read_config
+from .callbacks import main_process, main_first, barrier, init_distributed
 from .learner import stage1
 from .ensemble import cross_validate, ensemble_predictions, model_members
 from .metrics import (results_table, roc_figure, roc_plot, auc_ci, OperatingPoint, decision_curve, decision_curve_plot, biopsies_avoided,
@@ -180,10 +181,11 @@ def run_study(data=None,                  # study folder with labels.csv, or the
     request = dict(data=str(data), field_of_view_mm=field_of_view_mm, size=size, backbone=get_backbone(backbone).name,
                    weights=str(weights), epochs=epochs, frozen_epochs=frozen_epochs, stage1_epochs=stage1_epochs,
                    n_splits=n_splits, lr=lr, bs=bs, seed=seed, intermediate=None if intermediate is None else str(intermediate))
-    say = print if progress else (lambda *a, **k: None)
+    say = print if progress and main_process() else (lambda *a, **k: None)
     resolve_device(device)                                   # a GPU asked for but absent fails now, not after ingest
     out.mkdir(parents=True, exist_ok=True)
-    ing = ingest(data, out / 'cache', field_of_view_mm, size, progress=progress)
+    init_distributed(resolve_device(device))                # under torchrun: join the processes before any file is cut
+    ing = main_first(ingest, data, out / 'cache', field_of_view_mm, size, progress=progress and main_process())   # rank 0 cuts, the others read
     run = StudyRun(out, data, request, ing)
     if not (train and len(ing.patches)): return run
     check_one_intent(ing.patches)
@@ -191,10 +193,10 @@ def run_study(data=None,                  # study folder with labels.csv, or the
     train_rois, test_rois = (ing.patches[split == s].reset_index(drop=True) for s in ('train', 'test'))
     t1 = time.time()
     if intermediate is None:
-        dls, inter = _stage1_task(ing.patches, train_rois.patient_id, out / 'cache', size, bs, seed, backbone, device)
+        dls, inter = main_first(_stage1_task, ing.patches, train_rois.patient_id, out / 'cache', size, bs, seed, backbone, device)
         run.stage1_data = f'the study\'s own whole images: {len(inter)} of {inter.patient_id.nunique()} training patients, cancer vs no cancer'
     else:
-        src = load_intermediate(intermediate, out / 'cache', field_of_view_mm, size, test_rois.patient_id, intermediate_spacing_mm, progress)
+        src = main_first(load_intermediate, intermediate, out / 'cache', field_of_view_mm, size, test_rois.patient_id, intermediate_spacing_mm, progress)
         run.stage1_skipped = src.skipped
         if src.skipped is not None and len(src.skipped): say(f'intermediate set: {len(src.skipped)} rows skipped (listed in the report)')
         dls, run.stage1_data = (None if src.kind == 'model' else _stage1_loaders(src.patches, src.classes, bs, seed, backbone, device)), src.description
@@ -206,7 +208,7 @@ def run_study(data=None,                  # study folder with labels.csv, or the
     res = cross_validate(train_rois, out / 'models' / 'members', n_splits=n_splits, test=test_rois, stage1=run.stage1, epochs=epochs,
                          frozen_epochs=frozen_epochs, lr=lr, bs=bs, seed=seed, progress=progress, on_mismatch='retrain',
                          field_of_view_mm=field_of_view_mm, device=device)
-    _drop_stale_members(out / 'models' / 'members', res['members'])
+    if main_process(): _drop_stale_members(out / 'models' / 'members', res['members'])
     say(f'stage 2: {len(res["members"])} members on {len(train_rois)} training ROIs, {time.time() - t1:.0f} s')
     preds = pd.concat([res['oof'].assign(set='cv'), res['test'].assign(set='test')], ignore_index=True)
     run.predictions = preds.merge(ing.patches[['roi_id', 'patch_path']], on='roi_id', how='left')
@@ -214,8 +216,10 @@ def run_study(data=None,                  # study folder with labels.csv, or the
     run.threshold = OperatingPoint.fit(res['oof'].label, res['oof'].prob)   # chosen on out-of-fold data, never on the test set
     tst = run.test
     run.results = results_table(tst.label, tst.prob, _reader(tst), patient_ids=tst.patient_id, threshold=run.threshold, n_boot=500)
-    shutil.rmtree(out / 'gradcam', ignore_errors=True)                       # no overlay of an earlier run stays behind
-    if cams: write_cams(run.members, tst, out / 'gradcam')
+    if main_process():                                                       # in a distributed run, rank 0 alone writes
+        shutil.rmtree(out / 'gradcam', ignore_errors=True)                   # no overlay of an earlier run stays behind
+        if cams: write_cams(run.members, tst, out / 'gradcam')
+    barrier()
     run.seconds = time.time() - t0
     return run
 
