@@ -92,6 +92,8 @@ def resolve_device(device='auto' # 'auto' (CUDA when present), 'cpu', 'cuda' or 
     import os, torch
     name = 'auto' if device is None else str(device).lower()
     if name == 'auto': name = 'cuda' if torch.cuda.is_available() else 'cpu'
+    if name.startswith('cuda:') and 'LOCAL_RANK' in os.environ:
+        raise MCalError(f'device={device!r}: under torchrun each process takes its own GPU (LOCAL_RANK); pass --device cuda or auto')
     if name == 'cuda' and 'LOCAL_RANK' in os.environ: name = f"cuda:{os.environ['LOCAL_RANK']}"   # one GPU per process
     try: dev = torch.device(name)
     except RuntimeError: raise MCalError(f"device={device!r}: expected 'auto', 'cpu', 'cuda' or 'cuda:N'") from None

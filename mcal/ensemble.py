@@ -13,6 +13,7 @@ from .data import grouped_cv, patch_dataloaders, check_no_leak
 from .weights import get_backbone
 from .inference import save_model, load_model, predict, read_config, reusable
 from .learner import roi_learner, transfer, fine_tune, data_fingerprint, weights_id
+from .callbacks import main_process
 from .inference import file_digest
 from .roi import DEFAULT_FIELD_OF_VIEW_MM
 
@@ -53,7 +54,7 @@ def train_member(table:pd.DataFrame,     # patch table (from `build_patches`) wi
     learn.config.update(stage='target', request=request, valid_roi_ids=list(table.iloc[list(valid_idx)].roi_id.astype(str)),
                         presentation_intent=intents[0] if intents else None)
     save_model(learn.model, learn.config, folder)
-    shutil.rmtree(folder / 'checkpoints', ignore_errors=True)       # finished: the model folder is the result
+    if main_process(): shutil.rmtree(folder / 'checkpoints', ignore_errors=True)   # finished: the model folder is the result
     return folder
 
 # %% ../nbs/09_ensemble.ipynb #c008

@@ -139,7 +139,9 @@ def reusable(folder,                # a model folder
     diff = request_diff(read_config(folder).get('request'), request)
     if not diff: return True
     if on_mismatch == 'retrain':
-        shutil.rmtree(folder); return False
+        barrier()                                      # a distributed run: every process has read the folder before rank 0 deletes it
+        if main_process(): shutil.rmtree(folder)
+        barrier(); return False
     shown = '; '.join(f'{k}: {a!r} there, {b!r} asked' for k, (a, b) in list(diff.items())[:6])
     raise ReuseError(f'{folder} holds a model trained for another request ({shown}). Use another folder, delete this one, '
                      f"or retrain into it (on_mismatch='retrain')")

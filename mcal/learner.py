@@ -17,7 +17,7 @@ from .core import *
 from .roi import DEFAULT_FIELD_OF_VIEW_MM
 from .weights import get_backbone, roi_model, roi_splitter, read_state_dict
 from fastai.torch_core import num_distrib
-from .callbacks import (DataParallel, cpu_supports_bf16, bf16_is_faster, BF16Autocast, EpochCheckpoint, resume_point, write_progress,
+from .callbacks import (DataParallel, main_process, cpu_supports_bf16, bf16_is_faster, BF16Autocast, EpochCheckpoint, resume_point, write_progress,
                             load_checkpoint, malignant_auc, auc_or_nan)
 from .inference import save_model, read_config, reusable, file_digest
 
@@ -168,7 +168,7 @@ def stage1(dls,                          # intermediate DataLoaders (whole image
     else: train()
     learn.config.update(stage='intermediate', request=request, card=model_card(learn, data, time.time() - t0))
     save_model(learn.model, learn.config, folder)
-    shutil.rmtree(folder / 'checkpoints', ignore_errors=True)       # finished: the model folder is the result
+    if main_process(): shutil.rmtree(folder / 'checkpoints', ignore_errors=True)   # finished: the model folder is the result
     return folder
 
 def model_card(learn:Learner,    # a trained learner

@@ -41,3 +41,11 @@ def test_two_cpu_processes_train_like_one(tmp_path):
     assert len(m) == len(p1) == len(p2)
     test = m[m.set_1 == 'test']
     assert (test.prob_1 - test.prob_2).abs().max() <= 0.2
+    # again into the same folder with another stage-2 schedule: stage 1 is reused, the members are deleted (by rank 0,
+    # after every process has read them) and retrained
+    _run([sys.executable, '-m', 'torch.distributed.run', '--nproc_per_node', '2', '--no-python', mcal, *ARGS, '--bs', '8', '--epochs', '1',
+          '--out', str(tmp_path / 'two')], env=dict(OMP_NUM_THREADS='1'))
+    assert _files(tmp_path / 'two') == one
+    import json
+    cfg = json.loads((tmp_path / 'two' / 'models' / 'members' / 'r0f0s0' / 'config.json').read_text())
+    assert cfg['request']['epochs'] == 1
