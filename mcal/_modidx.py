@@ -20,7 +20,6 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                                 'mcal.callbacks.GlooDistributedDL._broadcast': ( 'callbacks.html#gloodistributeddl._broadcast',
                                                                                  'mcal/callbacks.py'),
                                 'mcal.callbacks.auc_or_nan': ('callbacks.html#auc_or_nan', 'mcal/callbacks.py'),
-                                'mcal.callbacks.barrier': ('callbacks.html#barrier', 'mcal/callbacks.py'),
                                 'mcal.callbacks.bf16_is_faster': ('callbacks.html#bf16_is_faster', 'mcal/callbacks.py'),
                                 'mcal.callbacks.cpu_supports_bf16': ('callbacks.html#cpu_supports_bf16', 'mcal/callbacks.py'),
                                 'mcal.callbacks.init_distributed': ('callbacks.html#init_distributed', 'mcal/callbacks.py'),

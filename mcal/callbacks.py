@@ -10,13 +10,13 @@ import numpy as np
 import torch
 from torch import nn
 from fastai.vision.all import Callback, AccumMetric, to_float
-from fastai.torch_core import rank_distrib, num_distrib
+from fastai.torch_core import rank_distrib, num_distrib, distrib_barrier
 from fastai.distributed import DistributedDL, DistributedTrainer
 from fastai.metrics import ActivationType
 from .core import *
 
 # %% auto #0
-__all__ = ['cpu_supports_bf16', 'bf16_is_faster', 'BF16Autocast', 'main_process', 'init_distributed', 'barrier', 'main_first',
+__all__ = ['cpu_supports_bf16', 'bf16_is_faster', 'BF16Autocast', 'main_process', 'init_distributed', 'main_first',
            'GlooDistributedDL', 'DataParallel', 'plain', 'EpochCheckpoint', 'write_progress', 'resume_point',
            'load_checkpoint', 'auc_or_nan', 'malignant_auc']
 
@@ -76,14 +76,11 @@ def init_distributed(device) -> bool:
     PartialState(cpu=torch.device(device).type == 'cpu')
     return True
 
-def barrier():
-    "Wait for every process of a distributed run; nothing to wait for in a single process."
-    if num_distrib() > 1 and torch.distributed.is_initialized(): torch.distributed.barrier()
-
 def main_first(func, *args, **kwargs):
     "`func(*args, **kwargs)` in the main process first, then in the others, which find its cached files."
-    if main_process(): res = func(*args, **kwargs); barrier()
-    else: barrier(); res = func(*args, **kwargs)
+    # fastai's `rank0_first` does this inside a dummy learner's `distrib_ctx`, whose trainer fails on CPU processes
+    if main_process(): res = func(*args, **kwargs); distrib_barrier()
+    else: distrib_barrier(); res = func(*args, **kwargs)
     return res
 
 class GlooDistributedDL(DistributedDL):
@@ -125,7 +122,7 @@ class EpochCheckpoint(Callback):
             torch.save(dict(model=model.state_dict(), opt=plain(self.learn.opt.state_dict())), tmp)
             tmp.replace(self.folder / 'last.pth')
             write_progress(self.folder, self.phase, self.epoch + 1, self.request)
-        barrier()
+        distrib_barrier()
 
 def write_progress(folder, phase:str, epochs_done:int, request:dict=None):
     "Write `progress.json` atomically (in a distributed run, from rank 0 only)."

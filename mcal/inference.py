@@ -12,7 +12,8 @@ import torch
 from torch import nn
 from .core import *
 from .weights import roi_model, read_state_dict
-from .callbacks import plain, main_process, barrier
+from fastai.torch_core import distrib_barrier
+from .callbacks import plain, main_process
 import mcal
 
 # %% auto #0
@@ -61,7 +62,7 @@ def save_model(model:nn.Module,   # an `RoiModel` (or a learner, whose `.model` 
     from safetensors.torch import save_file
     if config is None: model, config = model.model, model.config       # a learner from `roi_learner`
     folder = Path(folder)
-    if not main_process(): barrier(); return folder                     # a distributed run: rank 0 writes, the others wait for it
+    if not main_process(): distrib_barrier(); return folder                     # a distributed run: rank 0 writes, the others wait for it
     folder.mkdir(parents=True, exist_ok=True)
     sd = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     cfg = dict(plain(config), mcal_version=mcal.__version__, torch_version=torch.__version__, format=FORMAT,
@@ -77,7 +78,7 @@ def save_model(model:nn.Module,   # an `RoiModel` (or a learner, whose `.model` 
             import warnings; warnings.warn(f'{folder}: ONNX export failed ({type(e).__name__}: {str(e)[:200]}); model.onnx not written, PyTorch inference only')
             for f in folder.glob('model*.onnx'): f.unlink()
     (folder / 'config.tmp').replace(folder / 'config.json')          # written last: its presence means finished
-    barrier()
+    distrib_barrier()
     return folder
 
 _REQUIRED = ('backbone', 'classes', 'stats', 'field_of_view_mm', 'patch_size')
@@ -139,9 +140,9 @@ def reusable(folder,                # a model folder
     diff = request_diff(read_config(folder).get('request'), request)
     if not diff: return True
     if on_mismatch == 'retrain':
-        barrier()                                      # a distributed run: every process has read the folder before rank 0 deletes it
+        distrib_barrier()                                      # a distributed run: every process has read the folder before rank 0 deletes it
         if main_process(): shutil.rmtree(folder)
-        barrier(); return False
+        distrib_barrier(); return False
     shown = '; '.join(f'{k}: {a!r} there, {b!r} asked' for k, (a, b) in list(diff.items())[:6])
     raise ReuseError(f'{folder} holds a model trained for another request ({shown}). Use another folder, delete this one, '
                      f"or retrain into it (on_mismatch='retrain')")

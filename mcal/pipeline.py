@@ -15,7 +15,8 @@ from .datasets import load_csv, usable, normalise_label, normalise_birads, load_
 from .data import build_patches, load_patch, paper_split, grouped_cv, patch_dataloaders, whole_image_task, skipped_items, check_one_intent
 from .weights import get_backbone
 from .inference import read_config
-from .callbacks import main_process, main_first, barrier, init_distributed
+from fastai.torch_core import distrib_barrier
+from .callbacks import main_process, main_first, init_distributed
 from .learner import stage1
 from .ensemble import cross_validate, ensemble_predictions, model_members
 from .metrics import (results_table, roc_figure, roc_plot, auc_ci, OperatingPoint, decision_curve, decision_curve_plot, biopsies_avoided,
@@ -219,7 +220,7 @@ def run_study(data=None,                  # study folder with labels.csv, or the
     if main_process():                                                       # in a distributed run, rank 0 alone writes
         shutil.rmtree(out / 'gradcam', ignore_errors=True)                   # no overlay of an earlier run stays behind
         if cams: write_cams(run.members, tst, out / 'gradcam')
-    barrier()
+    distrib_barrier()
     run.seconds = time.time() - t0
     return run
 
