@@ -9,7 +9,7 @@ from pathlib import Path
 from fastcore.script import anno_parser
 from .core import *
 from .roi import DEFAULT_FIELD_OF_VIEW_MM
-from .pipeline import run_study, write_study_report, predict_rois, evaluate_predictions, write_evaluation_report, _atomic_text
+from .pipeline import run_study, check_split, write_study_report, predict_rois, evaluate_predictions, write_evaluation_report, _atomic_text
 from .callbacks import main_process
 
 # %% auto #0
@@ -50,6 +50,7 @@ def mcal_train(data:str=None,           # target study: folder with labels.csv, 
                lr:float=1e-3,           # stage-2 peak learning rate (stage 1: twice this)
                bs:int=16,               # batch size
                folds:int=3,             # stage-2 patient-grouped folds, one ensemble member each
+               split:str='paper',       # 'paper': a held-out patient-grouped 24 % test set; 'cv': every ROI trains and is evaluated out of fold
                seed:int=0,              # split, folds and training seed
                device:str='auto',       # where to train: auto (CUDA when present), cpu, cuda or cuda:N
                cams:bool=True,          # Grad-CAM overlays of the test ROIs (--no-cams: off)
@@ -59,12 +60,12 @@ def mcal_train(data:str=None,           # target study: folder with labels.csv, 
     if not options.get('data'): raise MCalError('mcal train needs --data (the target study), on the command line or in the config file')
     for k in ('data', 'intermediate', 'out'):                # saved absolute, so the saved file repeats the run from any folder
         if options[k] is not None: options[k] = str(Path(options[k]).resolve())
-    resolve_device(options['device'])                        # fails before anything is written
+    resolve_device(options['device']); check_split(options['split'], options['intermediate'])   # fail before anything is written
     if main_process(): save_options({k: v for k, v in options.items() if k != 'quiet'}, Path(options['out']) / 'models' / 'train.toml')   # how a run is shown is not part of it
     o = options
     run = run_study(o['data'], o['out'], o['field_of_view_mm'], o['size'], o['backbone'], None if str(o['weights']).lower() == 'none' else o['weights'],
                     epochs=o['epochs'], frozen_epochs=o['frozen_epochs'], stage1_epochs=o['stage1_epochs'], intermediate=o['intermediate'],
-                    intermediate_spacing_mm=o['intermediate_spacing_mm'], n_splits=o['folds'], lr=o['lr'], bs=o['bs'], seed=o['seed'],
+                    intermediate_spacing_mm=o['intermediate_spacing_mm'], n_splits=o['folds'], split=o['split'], lr=o['lr'], bs=o['bs'], seed=o['seed'],
                     device=o['device'], cams=o['cams'], progress=not o['quiet'])
     if not main_process(): return                            # under torchrun every process trains its share; rank 0 writes the report
     report = write_study_report(run)
@@ -88,7 +89,7 @@ def mcal_predict(model:str,             # saved model folder, folder of members,
 def mcal_evaluate(predictions:str,     # predictions CSV (roi_id, patient_id, label, prob or score, optional birads), or a folder of CBIS-DDSM case CSVs
                   out:str='mcal_evaluation', # output folder
                   score_col:str=None,    # the score column (default: prob, else score)
-                  threshold:float=0.5,   # the model's operating threshold
+                  threshold:float=None,  # the model's operating threshold (default: the CSV's threshold column, as mcal's CV runs write, else 0.5)
                   n_boot:int=1000,       # patient-bootstrap resamples
                   quiet:bool=False):     # no summary output
     "Evaluate a predictions table: the paper's table, ROC, calibration, decision curve, benign biopsies avoided."

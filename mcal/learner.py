@@ -182,7 +182,9 @@ def model_card(learn:Learner,    # a trained learner
         warnings.filterwarnings('ignore', message='auc shown as nan')
         probs, targs = learn.get_preds(dl=learn.dls.valid)[:2] if len(valid) else (torch.zeros(0, learn.dls.c), torch.zeros(0))
     ids = lambda items: int(items.patient_id.nunique()) if hasattr(items, 'patient_id') else None
+    seen = [items.patient_id for items in (learn.dls.train.items, valid) if hasattr(items, 'patient_id')]
     return dict(data=data, classes=learn.config['classes'], positive=learn.config['classes'][-1], patch_size=learn.config['patch_size'],
+                patients=sorted(set(pd.concat(seen).astype(str))) if seen else None,   # whom it learnt from: later studies refuse to test on them
                 field_of_view_mm=learn.config['field_of_view_mm'], n_train=len(learn.dls.train.items), train_patients=ids(learn.dls.train.items),
                 n_valid=len(valid), valid_patients=ids(valid), valid_positives=int((targs == learn.dls.c - 1).sum()),
                 valid_auc=round(auc_or_nan(probs[:, -1].float().numpy(), (targs == learn.dls.c - 1).numpy()), 4) if len(valid) else None,

@@ -13,10 +13,11 @@ from .datasets import normalise_birads, normalise_label
 
 # %% auto #0
 __all__ = ['BIRADS_SCORE', 'BIOPSY_THRESHOLD', 'BIRADS_ZERO', 'as_binary', 'placements', 'auc', 'delong_variance', 'auc_ci',
-           'delong_paired', 'delong_unpaired', 'roc_points', 'binary_metrics', 'OperatingPoint', 'birads_score',
-           'patient_bootstrap', 'brier', 'reliability', 'expected_calibration_error', 'fit_recalibration', 'wilson_ci',
-           'results_table', 'reader_points', 'roc_figure', 'roc_plot', 'reader_analysis', 'decision_curve',
-           'decision_curve_plot', 'biopsies_avoided', 'reliability_plot']
+           'delong_paired', 'delong_unpaired', 'roc_points', 'binary_metrics', 'OperatingPoint',
+           'cross_fitted_thresholds', 'birads_score', 'patient_bootstrap', 'brier', 'reliability',
+           'expected_calibration_error', 'fit_recalibration', 'wilson_ci', 'results_table', 'reader_points',
+           'roc_figure', 'roc_plot', 'reader_analysis', 'decision_curve', 'decision_curve_plot', 'biopsies_avoided',
+           'reliability_plot']
 
 # %% ../nbs/10_metrics.ipynb #c006
 def as_binary(labels) -> np.ndarray:
@@ -145,6 +146,25 @@ class OperatingPoint:
     def apply(self, labels, scores) -> dict: return binary_metrics(labels, scores, self.threshold)
 
 # %% ../nbs/10_metrics.ipynb #c024
+def cross_fitted_thresholds(labels,                 # truth (benign/malignant or 0/1)
+                            scores,                 # out-of-fold scores
+                            folds,                  # each case's fold, e.g. the member that held it out
+                            rule='youden',          # `OperatingPoint.fit`'s rule
+                            target_sensitivity=None # for rule='sensitivity'
+                           ) -> np.ndarray:
+    "Each case's threshold, an `OperatingPoint` fitted on the other folds' cases only."
+    y = as_binary(labels); scores = _as_scores(scores, len(y)); folds = pd.Series(np.asarray(folds, dtype=object))
+    if len(folds) != len(y): raise MCalError(f'{len(y)} labels but {len(folds)} folds')
+    if folds.isna().any(): raise MCalError(f'{int(folds.isna().sum())} case(s) have no fold')
+    if folds.nunique() < 2: raise MCalError(f'cross-fitted thresholds need two folds or more, got {folds.nunique()}')
+    thresholds = np.full(len(y), np.nan)
+    for fold in folds.unique():
+        own, others = (folds == fold).to_numpy(), (folds != fold).to_numpy()
+        if len(set(y[others])) < 2: raise MCalError(f'the folds other than {fold!r} hold one class only: no threshold can be fitted for {fold!r}')
+        thresholds[own] = OperatingPoint.fit(y[others], scores[others], rule, target_sensitivity).threshold
+    return thresholds
+
+# %% ../nbs/10_metrics.ipynb #c027
 BIRADS_SCORE = {'1': 1.0, '2': 2.0, '3': 3.0, '4A': 4.0, '4': 4.5, '4B': 4.5, '4C': 5.0, '5': 6.0, '6': 7.0}
 BIOPSY_THRESHOLD = BIRADS_SCORE['4A']   # BI-RADS ≥ 4 (any subcategory) = biopsy
 
@@ -164,7 +184,7 @@ def birads_score(values,          # BI-RADS assessments, anything `normalise_bir
         else: out.append(BIRADS_SCORE[cat])
     return np.array(out, float)
 
-# %% ../nbs/10_metrics.ipynb #c027
+# %% ../nbs/10_metrics.ipynb #c030
 def patient_bootstrap(stat,              # called as stat(labels, *score_arrays) -> float or dict of floats
                       labels, *scores,   # aligned arrays
                       patient_ids=None,  # None: each case is its own patient
@@ -187,7 +207,7 @@ def patient_bootstrap(stat,              # called as stat(labels, *score_arrays)
     a = (1 - level) / 2
     return pd.DataFrame(dict(estimate=pd.Series(point), low=d.quantile(a), high=d.quantile(1 - a), n_boot=n_boot, redrawn=redrawn))
 
-# %% ../nbs/10_metrics.ipynb #c030
+# %% ../nbs/10_metrics.ipynb #c033
 def brier(labels, probs) -> float:
     "Mean squared error of predicted probabilities."
     y, p = _check(labels, probs); return float(np.mean((p - y) ** 2))
@@ -219,7 +239,7 @@ def fit_recalibration(valid_labels, valid_probs, method='platt'):
         return lambda q: iso.predict(np.asarray(q, float))
     raise MCalError(f'unknown recalibration {method!r}: platt or isotonic')
 
-# %% ../nbs/10_metrics.ipynb #c033
+# %% ../nbs/10_metrics.ipynb #c036
 def _fmt(v, lo, hi, pct=False, count=''):
     f = (lambda x: f'{100 * x:.0f} %') if pct else (lambda x: f'{x:.2f}')
     return f'{f(v)} [{f(lo)}, {f(hi)}]' + (f' {count}' if count else '')
@@ -240,7 +260,7 @@ def _proportion_counts(m:dict, key:str) -> tuple[int, int]:
 def results_table(labels, model_scores,
                   reader_birads=None,      # the reader's BI-RADS per ROI; None: the model's row only
                   patient_ids=None,
-                  threshold=0.5,           # model threshold: a float or an `OperatingPoint` fitted on validation data
+                  threshold=0.5,           # model threshold: a float, an `OperatingPoint` fitted on validation data, or one per case
                   zero='exclude',          # BI-RADS 0 handling, see `birads_score`
                   n_boot=1000, seed=0,
                   min_boot_patients=30     # fewer patients (or none given): Wilson intervals instead of the bootstrap
@@ -250,18 +270,23 @@ def results_table(labels, model_scores,
     r = birads_score(reader_birads, zero=zero) if reader_birads is not None else np.zeros(len(y))
     if r.shape != y.shape: raise MCalError(f'{len(y)} labels but {r.size} reader BI-RADS assessments')
     if patient_ids is not None and np.shape(patient_ids) != y.shape: raise MCalError(f'{len(y)} labels but {np.size(patient_ids)} patient_ids')
+    thr = threshold.threshold if isinstance(threshold, OperatingPoint) else threshold
+    per_case = np.ndim(thr) > 0                                   # e.g. `cross_fitted_thresholds`
+    thr = _as_scores(thr, len(y), 'thresholds') if per_case else float(thr)
     keep = np.isfinite(r)
     y, s, r = y[keep], s[keep], r[keep]
+    if per_case: thr = thr[keep]
     pids = np.asarray(patient_ids)[keep] if patient_ids is not None else None
-    thr = threshold.threshold if isinstance(threshold, OperatingPoint) else float(threshold)
     rows, boot = {}, pids is not None and len(set(pids)) >= min_boot_patients
-    who = [('model', s, thr)] + ([('reader (BI-RADS ≥ 4)', r, BIOPSY_THRESHOLD)] if reader_birads is not None else [])
-    for name, sc, t in who:
+    # (name, scores for the AUC, scores for the decisions, threshold): per-case thresholds decide on score − threshold ≥ 0
+    who = [('model', s, s - thr, 0.0) if per_case else ('model', s, s, thr)]
+    if reader_birads is not None: who.append(('reader (BI-RADS ≥ 4)', r, r, BIOPSY_THRESHOLD))
+    for name, sc, dec, t in who:
         a, lo, hi = auc_ci(y, sc)
         keys = ['sensitivity', 'specificity', 'ppv', 'npv', 'accuracy']
-        m = binary_metrics(y, sc, t)
+        m = binary_metrics(y, dec, t)
         if boot:
-            bs = patient_bootstrap(lambda yy, ss: {k: binary_metrics(yy, ss, t)[k] for k in keys}, y, sc, patient_ids=pids, n_boot=n_boot, seed=seed)
+            bs = patient_bootstrap(lambda yy, dd: {k: binary_metrics(yy, dd, t)[k] for k in keys}, y, dec, patient_ids=pids, n_boot=n_boot, seed=seed)
             cis = {k: (bs.low[k], bs.high[k]) for k in keys}
         else: cis = {k: wilson_ci(*_proportion_counts(m, k)) for k in keys}
         counts = {k: '{}/{}'.format(*_proportion_counts(m, k)) for k in keys}
@@ -272,10 +297,10 @@ def results_table(labels, model_scores,
     if p is not None: table['p (paired DeLong)'] = [f"{p['p']:.3f}", '']
     table['N benign / malignant'] = f'{(y == 0).sum()} / {(y == 1).sum()}'
     table['proportion CIs'] = f'patient bootstrap ({len(set(pids))} patients)' if boot else 'Wilson (too few patients for a bootstrap)'
-    table.attrs.update(excluded_without_birads=int((~keep).sum()), model_threshold=thr, delong=p)
+    table.attrs.update(excluded_without_birads=int((~keep).sum()), model_threshold=tuple(thr) if per_case else thr, delong=p)
     return table
 
-# %% ../nbs/10_metrics.ipynb #c037
+# %% ../nbs/10_metrics.ipynb #c040
 def reader_points(labels, reader_birads, zero='exclude') -> pd.DataFrame:
     "The reader's operating points: (category, fpr, tpr) when 'BI-RADS ≥ category' means malignant."
     y, r = as_binary(labels), birads_score(reader_birads, zero=zero); k = np.isfinite(r)
@@ -313,7 +338,7 @@ def roc_figure(labels, model_scores, reader_birads=None, threshold=None, title='
     fig.update_xaxes(range=[-0.02, 1.02]); fig.update_yaxes(range=[-0.02, 1.02], scaleanchor='x')
     return fig
 
-# %% ../nbs/10_metrics.ipynb #c040
+# %% ../nbs/10_metrics.ipynb #c043
 def roc_plot(labels, model_scores, reader_birads=None, threshold=None, title='ROC', zero='exclude', ax=None):
     "A matplotlib ROC of the model (AUC, CI, N) with the reader's BI-RADS operating points; returns the `Figure`."
     y = as_binary(labels); s = _as_scores(model_scores, len(y), 'model scores')
@@ -337,7 +362,7 @@ def roc_plot(labels, model_scores, reader_birads=None, threshold=None, title='RO
     ax.legend(fontsize=8, loc='lower right'); fig.tight_layout()
     return fig
 
-# %% ../nbs/10_metrics.ipynb #c043
+# %% ../nbs/10_metrics.ipynb #c046
 def reader_analysis(table:pd.DataFrame,  # ROI table with `label`, `birads`, `patient_id`
                     zero='exclude', n_boot=1000, seed=0) -> dict:
     "The reader's BI-RADS against truth: N, reader AUC [CI], and the BI-RADS ≥ 4 operating point with patient-bootstrap CIs."
@@ -352,7 +377,7 @@ def reader_analysis(table:pd.DataFrame,  # ROI table with `label`, `birads`, `pa
                 patients=int(pd.Series(table.patient_id.values[k]).nunique()),
                 AUC=f'{a:.3f} [{lo:.3f}, {hi:.3f}]', **{('PPV' if q == 'ppv' else q): _fmt(bs.estimate[q], bs.low[q], bs.high[q], pct=True) for q in keys})
 
-# %% ../nbs/10_metrics.ipynb #c048
+# %% ../nbs/10_metrics.ipynb #c051
 def decision_curve(labels, model_scores,
                    reader_birads=None,          # the reader's BI-RADS: BI-RADS ≥ 4 as a yes/no test
                    thresholds=None,             # threshold probabilities (default 0.01 ... 0.99)

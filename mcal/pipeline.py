@@ -19,15 +19,16 @@ from fastai.torch_core import distrib_barrier
 from .callbacks import main_process, main_first, init_distributed
 from .learner import stage1
 from .ensemble import cross_validate, ensemble_predictions, model_members
-from .metrics import (results_table, roc_figure, roc_plot, auc_ci, OperatingPoint, decision_curve, decision_curve_plot, biopsies_avoided,
+from .metrics import (results_table, roc_figure, roc_plot, auc_ci, OperatingPoint, cross_fitted_thresholds,
+                          decision_curve, decision_curve_plot, biopsies_avoided,
                           reliability_plot, reliability, brier, expected_calibration_error, reader_analysis, birads_score)
 from .gradcam import write_cams
 from .synth import default_study
 
 # %% auto #0
-__all__ = ['NEGATIVE_CLASSES', 'study_csv', 'Ingested', 'ingest', 'StudyRun', 'Intermediate', 'check_patients_apart',
-           'load_intermediate', 'run_study', 'write_study_report', 'Predictions', 'predict_rois',
-           'write_predictions_report', 'Evaluation', 'read_predictions', 'evaluate_predictions',
+__all__ = ['NEGATIVE_CLASSES', 'SPLITS', 'study_csv', 'Ingested', 'ingest', 'StudyRun', 'Intermediate', 'check_patients_apart',
+           'load_intermediate', 'check_split', 'run_study', 'held_out_member', 'write_study_report', 'Predictions',
+           'predict_rois', 'write_predictions_report', 'Evaluation', 'read_predictions', 'evaluate_predictions',
            'write_evaluation_report']
 
 # %% ../nbs/13_pipeline.ipynb #c006
@@ -67,7 +68,7 @@ class StudyRun:
     request: dict                    # the settings the run was asked for
     ingested: Ingested
     predictions: pd.DataFrame = None # out-of-fold (set='cv') and test (set='test') rows, members' columns, `prob`
-    results: pd.DataFrame = None     # the paper's table on the held-out test ROIs
+    results: pd.DataFrame = None     # the paper's table on `evaluated`: the held-out test ROIs, or every ROI out of fold
     cv_auc: tuple = None             # (AUC, low, high) out-of-fold on the training ROIs
     threshold: OperatingPoint = None # fitted on the out-of-fold predictions
     members: list = field(default_factory=list)
@@ -80,6 +81,10 @@ class StudyRun:
     def test(self) -> pd.DataFrame: return self.predictions[self.predictions.set == 'test'].reset_index(drop=True)
     @property
     def oof(self) -> pd.DataFrame: return self.predictions[self.predictions.set == 'cv'].reset_index(drop=True)
+    @property
+    def evaluated(self) -> pd.DataFrame:
+        "The rows the results table is on: the held-out test ROIs (paper split), or every ROI out of fold (CV split)."
+        return self.oof if self.request.get('split') == 'cv' else self.test
 
 # %% ../nbs/13_pipeline.ipynb #c010
 def _stage1_loaders(patches, classes, bs, seed, backbone, device='auto'):
@@ -147,7 +152,10 @@ def load_intermediate(source,                  # see above: study, mini-MIAS, CB
     "Read an intermediate set for stage 1 through its adapter, refuse test patients, and cut its patches."
     src = Path(source)
     if not src.exists(): raise AnnotationError(f'{src}: intermediate set not found')
-    if (src / 'config.json').exists() and (src / 'model.safetensors').exists(): return Intermediate(src, 'model')
+    if (src / 'config.json').exists() and (src / 'model.safetensors').exists():   # a stage-1 model: refused if it learnt from test patients
+        learnt_from = (read_config(src).get('card') or {}).get('patients')      # mcal records them; another tool's model is taken on trust
+        if learnt_from: check_patients_apart(pd.DataFrame(dict(patient_id=learnt_from)), test_patients, src)
+        return Intermediate(src, 'model')
     kind, table = _read_intermediate(src, test_patients)
     check_patients_apart(usable(table), test_patients, src)
     res = build_patches(usable(table), cache, field_of_view_mm=field_of_view_mm, size=size, pixel_spacing_mm=pixel_spacing_mm, progress=progress)
@@ -158,7 +166,19 @@ def load_intermediate(source,                  # see above: study, mini-MIAS, CB
         raise AnnotationError(f'{src}: stage 1 needs two classes, the usable rows have {labels}{why}')
     return Intermediate(src, kind, res.table, labels, skipped)
 
-# %% ../nbs/13_pipeline.ipynb #c017
+# %% ../nbs/13_pipeline.ipynb #c018
+SPLITS = ('paper', 'cv')
+
+def check_split(split,          # 'paper' (a held-out test set) or 'cv' (every ROI evaluated out of fold)
+                intermediate,   # the named intermediate set or stage-1 model; None: the study's own whole images
+                train=True):    # False: nothing will be trained, any split goes
+    "Refuse an unknown split, and a CV split whose stage 1 would learn from the study's own (evaluated) patients."
+    if split not in SPLITS: raise MCalError(f"split {split!r}: 'paper' (a held-out 24 % test set) or 'cv' (every ROI evaluated out of fold)")
+    if split == 'cv' and intermediate is None and train:
+        raise MCalError("split 'cv' evaluates every patient out of fold, so stage 1 cannot learn from the study's own whole images: "
+                        'name an intermediate set of other patients or a stage-1 model folder (--intermediate)')
+
+# %% ../nbs/13_pipeline.ipynb #c020
 def run_study(data=None,                  # study folder with labels.csv, or the CSV (default: data_samples/)
               out='mcal_report',          # report folder: models/, predictions.csv, results.csv, roc.*, gradcam/
               field_of_view_mm=DEFAULT_FIELD_OF_VIEW_MM, # patch side in mm
@@ -171,33 +191,37 @@ def run_study(data=None,                  # study folder with labels.csv, or the
               intermediate=None,          # intermediate set or stage-1 model folder (`load_intermediate`); None: the study's own whole images
               intermediate_spacing_mm=None, # pixel spacing of intermediate images that state none (CBIS-DDSM)
               n_splits=3,                 # stage-2 patient-grouped folds (one member each)
+              split='paper',              # 'paper': a patient-grouped 24 % test set; 'cv': every ROI trains, each is evaluated out of fold
               lr=1e-3, bs=16, seed=0,
               device='auto',              # where to train: 'auto' (CUDA when present), 'cpu', 'cuda' or 'cuda:N'
               train=True,                 # False: only ingest
               cams=True,                  # write Grad-CAM overlays of the test ROIs
               progress=True) -> StudyRun:
-    "The whole method on a study: ingest, paper split, stage 1, stage-2 ensemble, test metrics against the reader, Grad-CAM."
+    "The whole method on a study: ingest, split, stage 1, stage-2 ensemble, metrics against the reader, Grad-CAM."
     t0 = time.time()
     data, out = study_csv(data or default_study()), Path(out)
     request = dict(data=str(data), field_of_view_mm=field_of_view_mm, size=size, backbone=get_backbone(backbone).name,
                    weights=str(weights), epochs=epochs, frozen_epochs=frozen_epochs, stage1_epochs=stage1_epochs,
-                   n_splits=n_splits, lr=lr, bs=bs, seed=seed, intermediate=None if intermediate is None else str(intermediate))
-    say = print if progress and main_process() else (lambda *a, **k: None)
+                   n_splits=n_splits, split=split, lr=lr, bs=bs, seed=seed, intermediate=None if intermediate is None else str(intermediate))
+    check_split(split, intermediate, train)
+    progress = progress and main_process()                    # under torchrun, rank 0 alone reports
+    say = print if progress else (lambda *a, **k: None)
     resolve_device(device)                                   # a GPU asked for but absent fails now, not after ingest
     out.mkdir(parents=True, exist_ok=True)
     init_distributed(resolve_device(device))                # under torchrun: join the processes before any file is cut
-    ing = main_first(ingest, data, out / 'cache', field_of_view_mm, size, progress=progress and main_process())   # rank 0 cuts, the others read
+    ing = main_first(ingest, data, out / 'cache', field_of_view_mm, size, progress=progress)   # rank 0 cuts, the others read
     run = StudyRun(out, data, request, ing)
     if not (train and len(ing.patches)): return run
     check_one_intent(ing.patches)
-    split = paper_split(ing.patches, seed=seed)
-    train_rois, test_rois = (ing.patches[split == s].reset_index(drop=True) for s in ('train', 'test'))
+    sets = paper_split(ing.patches, seed=seed) if split == 'paper' else pd.Series('train', ing.patches.index)
+    train_rois, test_rois = (ing.patches[sets == s].reset_index(drop=True) for s in ('train', 'test'))
+    evaluated_patients = (test_rois if split == 'paper' else train_rois).patient_id   # stage 1 must not see them
     t1 = time.time()
     if intermediate is None:
         dls, inter = main_first(_stage1_task, ing.patches, train_rois.patient_id, out / 'cache', size, bs, seed, backbone, device)
         run.stage1_data = f'the study\'s own whole images: {len(inter)} of {inter.patient_id.nunique()} training patients, cancer vs no cancer'
     else:
-        src = main_first(load_intermediate, intermediate, out / 'cache', field_of_view_mm, size, test_rois.patient_id, intermediate_spacing_mm, progress)
+        src = main_first(load_intermediate, intermediate, out / 'cache', field_of_view_mm, size, evaluated_patients, intermediate_spacing_mm, progress)
         run.stage1_skipped = src.skipped
         if src.skipped is not None and len(src.skipped): say(f'intermediate set: {len(src.skipped)} rows skipped (listed in the report)')
         dls, run.stage1_data = (None if src.kind == 'model' else _stage1_loaders(src.patches, src.classes, bs, seed, backbone, device)), src.description
@@ -206,20 +230,27 @@ def run_study(data=None,                  # study folder with labels.csv, or the
                               seed=seed, quiet=not progress, on_mismatch='retrain', field_of_view_mm=field_of_view_mm, data=run.stage1_data)
     say(f'stage 1: {backbone} ({weights}) → {run.stage1_data}, {time.time() - t1:.0f} s')
     t1 = time.time()
-    res = cross_validate(train_rois, out / 'models' / 'members', n_splits=n_splits, test=test_rois, stage1=run.stage1, epochs=epochs,
+    res = cross_validate(train_rois, out / 'models' / 'members', n_splits=n_splits, test=test_rois if len(test_rois) else None, stage1=run.stage1, epochs=epochs,
                          frozen_epochs=frozen_epochs, lr=lr, bs=bs, seed=seed, progress=progress, on_mismatch='retrain',
                          field_of_view_mm=field_of_view_mm, device=device)
     if main_process(): _drop_stale_members(out / 'models' / 'members', res['members'])
     say(f'stage 2: {len(res["members"])} members on {len(train_rois)} training ROIs, {time.time() - t1:.0f} s')
-    preds = pd.concat([res['oof'].assign(set='cv'), res['test'].assign(set='test')], ignore_index=True)
+    preds = pd.concat([res['oof'].assign(set='cv')] + ([] if res['test'] is None else [res['test'].assign(set='test')]), ignore_index=True)
     run.predictions = preds.merge(ing.patches[['roi_id', 'patch_path']], on='roi_id', how='left')
     run.members, run.cv_auc = res['members'], auc_ci(res['oof'].label, res['oof'].prob)
     run.threshold = OperatingPoint.fit(res['oof'].label, res['oof'].prob)   # chosen on out-of-fold data, never on the test set
-    tst = run.test
-    run.results = results_table(tst.label, tst.prob, _reader(tst), patient_ids=tst.patient_id, threshold=run.threshold, n_boot=500)
+    ev = run.evaluated
+    held_out = held_out_member(run.members, ev.roi_id) if split == 'cv' else None
+    if split == 'paper': threshold = run.threshold
+    else:                                                     # CV: each fold's threshold fitted on the other folds, kept with the rows
+        threshold = cross_fitted_thresholds(ev.label, ev.prob, held_out)
+        run.predictions = run.predictions.assign(held_out_by=held_out.map(lambda m: Path(m).name).values, threshold=threshold)
+    run.results = results_table(ev.label, ev.prob, _reader(ev), patient_ids=ev.patient_id, threshold=threshold, n_boot=500)
     if main_process():                                                       # in a distributed run, rank 0 alone writes
         shutil.rmtree(out / 'gradcam', ignore_errors=True)                   # no overlay of an earlier run stays behind
-        if cams: write_cams(run.members, tst, out / 'gradcam')
+        if cams and split == 'paper': write_cams(run.members, ev, out / 'gradcam')
+        elif cams:                                                            # each ROI explained by the member that never trained on it
+            for m, rows in ev.groupby(held_out.values): write_cams([Path(m)], rows, out / 'gradcam')
     distrib_barrier()
     run.seconds = time.time() - t0
     return run
@@ -228,7 +259,17 @@ def _reader(table:pd.DataFrame):
     "The reader's BI-RADS column when the table has one with any value, else None."
     return table['birads'] if 'birads' in table and table['birads'].notna().any() else None
 
-# %% ../nbs/13_pipeline.ipynb #c023
+# %% ../nbs/13_pipeline.ipynb #c024
+def held_out_member(members,    # member folders from `cross_validate` (one repeat, one seed)
+                    roi_ids     # ROIs of the training table
+                   ) -> pd.Series:
+    "The member folder that held each ROI out of its training, read from the members' `valid_roi_ids`."
+    owner = {str(r): str(m) for m in members for r in read_config(m).get('valid_roi_ids', [])}
+    missing = [str(r) for r in roi_ids if str(r) not in owner]
+    if missing: raise MCalError(f'{len(missing)} ROI(s) were held out by none of the members, e.g. {missing[0]}: not their training table')
+    return pd.Series([owner[str(r)] for r in roi_ids], name='held_out_by')
+
+# %% ../nbs/13_pipeline.ipynb #c031
 def _atomic_text(path:Path, text:str):
     tmp = path.with_name(path.name + '.tmp'); tmp.write_text(text); tmp.replace(path)
 
@@ -240,7 +281,7 @@ def _contact_sheet(patches:pd.DataFrame, path:Path, limit=64):
                        colours=['firebrick' if l == 'malignant' else 'black' for l in rows.label])
     tmp = path.with_name(path.stem + '.tmp.png'); fig.savefig(tmp, dpi=90); tmp.replace(path)
 
-# %% ../nbs/13_pipeline.ipynb #c024
+# %% ../nbs/13_pipeline.ipynb #c032
 def write_study_report(run:StudyRun) -> Path:
     "Write the report folder of `run`: report.md, rois.csv, skipped.csv, predictions.csv, results.csv, roc.png/html, contact sheet."
     out, ing = run.out, run.ingested
@@ -259,19 +300,23 @@ def write_study_report(run:StudyRun) -> Path:
         run.results.rename_axis('who').to_csv(out / 'results.csv')
         _atomic_text(out / 'models' / 'threshold.json', json.dumps(dict(threshold=run.threshold.threshold, fitted_on='out-of-fold predictions',
                                                                         rule='Youden', n=len(run.oof))))
-        tst, (a, lo, hi) = run.test, run.cv_auc
-        roc_figure(tst.label, tst.prob, _reader(tst), threshold=run.threshold,
-                   title=f'held-out test ROIs (N={len(tst)})').write_html(out / 'roc.html', include_plotlyjs=True)
-        fig = roc_plot(tst.label, tst.prob, _reader(tst), threshold=run.threshold, title=f'held-out test ROIs, ensemble of {len(run.members)}')
+        ev, (a, lo, hi), cv = run.evaluated, run.cv_auc, run.request.get('split') == 'cv'
+        what, marked = ('every ROI out of fold', None) if cv else ('held-out test ROIs', run.threshold)   # CV: no single honest threshold to mark
+        roc_figure(ev.label, ev.prob, _reader(ev), threshold=marked, title=f'{what} (N={len(ev)})').write_html(out / 'roc.html', include_plotlyjs=True)
+        fig = roc_plot(ev.label, ev.prob, _reader(ev), threshold=marked, title=f'{what}, {len(run.members)} members')
         fig.savefig(out / 'roc.tmp.png', dpi=90); (out / 'roc.tmp.png').replace(out / 'roc.png')
+        counts = f'N = {len(ev)} ({int((ev.label == "malignant").sum())} malignant) on {ev.patient_id.nunique()} patients'
+        evaluated = ([f'- evaluated (CV split, no held-out test set): every ROI, by the member that held it out; {counts}; each fold\'s '
+                      f'threshold fitted on the other folds\' predictions (Youden, cross-fitted); threshold saved for new ROIs '
+                      f'{run.threshold.threshold:.3f} (Youden on all out-of-fold predictions)'] if cv else
+                     [f'- held-out test ROIs: {counts}; model threshold {run.threshold.threshold:.3f} (Youden on the out-of-fold predictions)'])
         lines += ['', '## Double transfer learning', '',
                   f'- backbone {run.request["backbone"]}, weights {run.request["weights"]} → stage 1 ({run.stage1_data}) '
                   f'→ stage 2 ({len(run.members)}-fold ensemble)',
                   f'- cross-validated AUC (out-of-fold, training ROIs): {a:.3f} [{lo:.3f}, {hi:.3f}], N = {len(run.oof)}',
-                  f'- held-out test ROIs: N = {len(tst)} ({int((tst.label == "malignant").sum())} malignant) on {tst.patient_id.nunique()} patients; '
-                  f'model threshold {run.threshold.threshold:.3f} (Youden on the out-of-fold predictions)', '',
-                  '```', run.results.to_string(), '```', '',
-                  '![ROC](roc.png) (interactive: [roc.html](roc.html)); Grad-CAM overlays in `gradcam/`.']
+                  *evaluated, '', '```', run.results.to_string(), '```', '',
+                  '![ROC](roc.png) (interactive: [roc.html](roc.html)); Grad-CAM overlays in `gradcam/`'
+                  + (', each by the member that held the ROI out.' if cv else '.')]
     lines += ['', f'- time: {run.seconds:.1f} s', '', '![contact sheet](contact_sheet.png)', '']
     if len(ing.skipped): lines += ['## Skipped', ''] + [f'- {r.item}: {r.error}: {r.reason}' for r in ing.skipped.itertuples()]
     if run.stage1_skipped is not None and len(run.stage1_skipped):
@@ -279,7 +324,7 @@ def write_study_report(run:StudyRun) -> Path:
     _atomic_text(out / 'report.md', '\n'.join(lines) + '\n')
     return out / 'report.md'
 
-# %% ../nbs/13_pipeline.ipynb #c027
+# %% ../nbs/13_pipeline.ipynb #c035
 @dataclass
 class Predictions:
     "What `predict_rois` produced."
@@ -318,7 +363,7 @@ def _threshold_of(model:Path) -> tuple[float, str]:
         if f.exists(): return float(json.loads(f.read_text())['threshold']), f'fitted when the ensemble was trained ({f})'
     return 0.5, 'default 0.5 (no fitted threshold found next to the model)'
 
-# %% ../nbs/13_pipeline.ipynb #c028
+# %% ../nbs/13_pipeline.ipynb #c036
 def predict_rois(model,                 # saved model folder, folder of members, or report folder
                  data,                  # study CSV or folder with labels.csv; labels and BI-RADS optional
                  out='mcal_predictions',
@@ -347,7 +392,7 @@ def predict_rois(model,                 # saved model folder, folder of members,
     finally: shutil.rmtree(work, ignore_errors=True)                     # nothing half-written is left behind
     return result
 
-# %% ../nbs/13_pipeline.ipynb #c029
+# %% ../nbs/13_pipeline.ipynb #c037
 def write_predictions_report(pred:Predictions, folder=None) -> Path:
     "Write predictions.csv, skipped.csv and report.html (ROC and the paper's table when labels are given) into `folder`."
     folder = Path(folder or pred.out); p, ing = pred.predictions, pred.ingested
@@ -372,7 +417,7 @@ def write_predictions_report(pred:Predictions, folder=None) -> Path:
                  + '\n'.join(html) + '</body></html>')
     return folder / 'report.html'
 
-# %% ../nbs/13_pipeline.ipynb #c033
+# %% ../nbs/13_pipeline.ipynb #c041
 @dataclass
 class Evaluation:
     "What `evaluate_predictions` measured."
@@ -394,7 +439,7 @@ def read_predictions(path,           # predictions CSV, or a folder of CBIS-DDSM
         from mcal.datasets import load_cbis_ddsm
         t = load_cbis_ddsm(path, lesion_types=['calcification'])
         t = t[t.pathology != 'BENIGN_WITHOUT_CALLBACK']             # biopsied calcifications, as in the paper
-        return t[['roi_id', 'patient_id', 'label', 'birads']].assign(score=np.nan).reset_index(drop=True), pd.DataFrame(columns=['item', 'error', 'reason'])
+        return t[['roi_id', 'patient_id', 'label', 'birads']].assign(score=np.nan, threshold=np.nan).reset_index(drop=True), pd.DataFrame(columns=['item', 'error', 'reason'])
     if not path.exists(): raise AnnotationError(f'{path}: no such predictions file')
     try: raw = pd.read_csv(path, dtype=str, keep_default_na=False)
     except (pd.errors.ParserError, UnicodeDecodeError) as e: raise AnnotationError(f'{path}: not a readable CSV ({e})') from None
@@ -419,15 +464,18 @@ def read_predictions(path,           # predictions CSV, or a folder of CBIS-DDSM
             except MCalError as e: why = f'birads: {e}'
         if why: skipped.append(dict(item=f'line {line} ({r["roi_id"]})', error='row', reason=why)); continue
         seen.add(r['roi_id'])
-        rows.append(dict(roi_id=r['roi_id'], patient_id=r['patient_id'], label=label, score=float(score), birads=birads))
-    return pd.DataFrame(rows, columns=['roi_id', 'patient_id', 'label', 'score', 'birads']), pd.DataFrame(skipped, columns=['item', 'error', 'reason'])
+        threshold = pd.to_numeric(r['threshold'], errors='coerce') if 'threshold' in raw else np.nan   # mcal's CV rows: cross-fitted
+        rows.append(dict(roi_id=r['roi_id'], patient_id=r['patient_id'], label=label, score=float(score), birads=birads, threshold=threshold))
+    columns = ['roi_id', 'patient_id', 'label', 'score', 'birads', 'threshold']
+    return pd.DataFrame(rows, columns=columns), pd.DataFrame(skipped, columns=['item', 'error', 'reason'])
 
 def evaluate_predictions(path,              # predictions CSV (mcal's or any tool's), or a folder of CBIS-DDSM case CSVs
                          score_col=None,    # the score column (default: prob, else score)
-                         threshold=0.5,     # the model's operating threshold (mcal writes its fitted one to models/threshold.json)
+                         threshold=None,    # the model's operating threshold; None: the CSV's `threshold` column if complete (mcal's CV runs), else 0.5
                          n_boot=1000, seed=0) -> Evaluation:
     "The paper's table, calibration, decision curve and biopsies avoided for a predictions table."
     t, skipped = read_predictions(path, score_col)
+    if threshold is None: threshold = t.threshold.to_numpy() if len(t) and t.threshold.notna().all() else 0.5
     if t.label.nunique() < 2: raise AnnotationError(f'{path}: {len(t)} usable rows with label(s) {sorted(t.label.unique())}: an evaluation needs both benign and malignant')
     reader = t.birads if t.birads.notna().any() else None
     has_model = t.score.notna().all()
@@ -456,9 +504,12 @@ def write_evaluation_report(ev:Evaluation, # from `evaluate_predictions`
     def save(fig, name):
         fig.savefig(out / f'{name}.tmp.png', dpi=90); (out / f'{name}.tmp.png').replace(out / f'{name}.png')
     if t.score.notna().all():
-        save(roc_plot(t.label, t.score, reader, threshold=ev.threshold, title=f'ROC (N={len(t)})'), 'roc')
-        roc_figure(t.label, t.score, reader, threshold=ev.threshold, title=f'ROC (N={len(t)})').write_html(out / 'roc.html', include_plotlyjs=True)
-        lines += ['![ROC](roc.png) (interactive: [roc.html](roc.html))', '']
+        marked = ev.threshold if np.ndim(ev.threshold) == 0 else None          # per-ROI thresholds: no single point to mark
+        save(roc_plot(t.label, t.score, reader, threshold=marked, title=f'ROC (N={len(t)})'), 'roc')
+        roc_figure(t.label, t.score, reader, threshold=marked, title=f'ROC (N={len(t)})').write_html(out / 'roc.html', include_plotlyjs=True)
+        lines += [f'Model threshold: {marked:.3f}' if marked is not None else
+                  "Model threshold: each row's own, from the CSV's `threshold` column (mcal's CV split: fitted on the other folds)", '',
+                  '![ROC](roc.png) (interactive: [roc.html](roc.html))', '']
     if ev.calibration:
         ev.calibration['reliability'].to_csv(out / 'calibration.csv', index=False)
         save(reliability_plot(t.label, t.score), 'calibration')

@@ -6,10 +6,15 @@ process writes, with no temporary file or checkpoint left; the ensemble's test p
 not bitwise equal: each process normalises its own half-batch (no SyncBatchNorm on the CPU) and takes its own half of
 every epoch's order, so the models see the same images in other groupings. Measured on this tiny study (resnet18 from
 a random start, 32 px, 1 + 2 epochs): at most 0.12 apart.
+
+Two spawned gloo processes also check the parts directly: `DataParallel` must leave both processes with the same weights
+after a fit although each started from its own (the same fit without it leaves them apart, so the check can fail); and
+in `main_first`, rank 0 writes a file that rank 1 then reads, and a failure in rank 0 must stop rank 1 with rank 0's
+error rather than leave it at a barrier.
 """
-import os, shutil, subprocess, sys
+import os, shutil, socket, subprocess, sys, traceback
 from pathlib import Path
-import pandas as pd, pytest
+import pandas as pd, pytest, torch
 
 ROOT = Path(__file__).resolve().parents[1]
 ARGS = ['train', '--data', str(ROOT / 'data_samples'), '--size', '32', '--backbone', 'resnet18', '--weights', 'none', '--stage1-epochs', '1',
@@ -49,3 +54,76 @@ def test_two_cpu_processes_train_like_one(tmp_path):
     import json
     cfg = json.loads((tmp_path / 'two' / 'models' / 'members' / 'r0f0s0' / 'config.json').read_text())
     assert cfg['request']['epochs'] == 1
+
+
+def _join(rank, port):
+    "Make this spawned process rank `rank` of two on the gloo backend."
+    os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE='2', LOCAL_WORLD_SIZE='2', MASTER_ADDR='127.0.0.1', MASTER_PORT=str(port))
+    from mcal.callbacks import init_distributed
+    init_distributed('cpu')
+
+
+def _guarded(worker, rank, *args):
+    "`worker`, whose error, if any, is its result: the test shows it at once instead of waiting for a result."
+    try: worker(rank, *args)
+    except Exception: args[-1].put((rank, traceback.format_exc()))
+
+
+def _spawn_two(worker, *args) -> dict:
+    "Run `worker(rank, port, *args, results)` in two spawned processes; what each put in `results`, by rank."
+    with socket.socket() as s: s.bind(('127.0.0.1', 0)); port = s.getsockname()[1]
+    ctx = torch.multiprocessing.get_context('spawn')
+    results = ctx.Queue()
+    procs = [ctx.Process(target=_guarded, args=(worker, r, port, *args, results)) for r in (0, 1)]
+    for p in procs: p.start()
+    try: return dict(results.get(timeout=180) for _ in procs)   # a rank left waiting at a barrier gives no result: queue.Empty, a failure
+    finally:
+        for p in procs: p.join(timeout=30); p.kill()
+
+
+def _fit_worker(rank, port, results):
+    _join(rank, port)
+    from fastai.data.core import DataLoaders
+    from fastai.learner import Learner
+    from fastai.losses import CrossEntropyLossFlat
+    from mcal.callbacks import DataParallel
+    g = torch.Generator().manual_seed(0)                 # the same data in both processes; each takes its half of every batch
+    x = torch.randn(64, 4, generator=g); ds = list(zip(x, (x[:, 0] > 0).long()))
+    weights = {}
+    for name, cbs in (('data-parallel', DataParallel('cpu')), ('alone', None)):
+        torch.manual_seed(rank)                          # each process starts from other weights
+        model = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.ReLU(), torch.nn.Linear(8, 2))
+        learn = Learner(DataLoaders.from_dsets(ds, ds, bs=8, device='cpu', num_workers=0), model, loss_func=CrossEntropyLossFlat(), cbs=cbs)
+        with learn.no_bar(), learn.no_logging(): learn.fit(2, 1e-2)
+        weights[name] = [p.detach().numpy().copy() for p in learn.model.parameters()]
+        assert learn.model is model                      # the DDP wrapper is gone after the fit
+    results.put((rank, weights))
+
+
+def test_data_parallel_keeps_processes_in_step():
+    import numpy as np
+    got = _spawn_two(_fit_worker)
+    same = lambda name: all(np.array_equal(a, b) for a, b in zip(got[0][name], got[1][name]))
+    assert same('data-parallel')                         # DDP broadcast rank 0's start and averaged every gradient
+    assert not same('alone')                             # without it the two drift apart: the check above can fail
+
+
+def _main_first_worker(rank, port, folder, results):
+    _join(rank, port)
+    from mcal.callbacks import main_first
+    def cut():                                           # rank 0 writes; the others find what it wrote
+        if rank == 0: (Path(folder) / 'patches.txt').write_text('cut by rank 0')
+        return (Path(folder) / 'patches.txt').read_text()
+    def fail():
+        if rank == 0: raise ValueError('a bad study')
+        return 'rank 1 went on'
+    out = [main_first(cut)]
+    try: out.append(main_first(fail))
+    except Exception as e: out.append(f'{type(e).__name__}: {e}')
+    results.put((rank, out))
+
+
+def test_main_first_orders_processes_and_stops_all_on_failure(tmp_path):
+    got = _spawn_two(_main_first_worker, str(tmp_path))
+    assert got[0] == ['cut by rank 0', 'ValueError: a bad study']
+    assert got[1] == ['cut by rank 0', 'MCalError: process 1 stops: the main process failed (ValueError: a bad study)']
