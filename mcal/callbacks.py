@@ -87,7 +87,7 @@ def main_first(func, *args, **kwargs):
     failure = [None]                                     # what rank 0 tells the others: None, or its error
     if main_process():
         try: res = func(*args, **kwargs)
-        except Exception as e:
+        except BaseException as e:                       # an interrupt too: the others must not wait for a rank 0 that is gone
             failure[0] = f'{type(e).__name__}: {e}'
             torch.distributed.broadcast_object_list(failure, 0); raise
     torch.distributed.broadcast_object_list(failure, 0)  # the others wait here for rank 0
