@@ -265,7 +265,6 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                                'mcal.pipeline.check_patients_apart': ('pipeline.html#check_patients_apart', 'mcal/pipeline.py'),
                                'mcal.pipeline.check_split': ('pipeline.html#check_split', 'mcal/pipeline.py'),
                                'mcal.pipeline.evaluate_predictions': ('pipeline.html#evaluate_predictions', 'mcal/pipeline.py'),
-                               'mcal.pipeline.held_out_member': ('pipeline.html#held_out_member', 'mcal/pipeline.py'),
                                'mcal.pipeline.ingest': ('pipeline.html#ingest', 'mcal/pipeline.py'),
                                'mcal.pipeline.load_intermediate': ('pipeline.html#load_intermediate', 'mcal/pipeline.py'),
                                'mcal.pipeline.predict_rois': ('pipeline.html#predict_rois', 'mcal/pipeline.py'),

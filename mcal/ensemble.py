@@ -110,7 +110,7 @@ def cross_validate(table:pd.DataFrame,      # training patch table
     if test is not None: check_no_leak(table, test)
     folds = grouped_cv(table, n_splits=n_splits, n_repeats=n_repeats, seed=member_kw.get('seed', 0))
     oof = table[[c for c in PRED_COLUMNS if c in table and c != 'prob']].copy()
-    members, t0 = [], time.time()
+    members, t0, one_each = [], time.time(), n_repeats == 1 and len(seeds) == 1   # one member holds each ROI out: name it
     for seed in seeds:
         for repeat, fold, tr, va in folds:
             m = train_member(table, va, folder / f'r{repeat}f{fold}s{seed}', **{**member_kw, 'seed': seed + 1000 * repeat + fold})
@@ -118,6 +118,7 @@ def cross_validate(table:pd.DataFrame,      # training patch table
             col = f'r{repeat}s{seed}'
             if col not in oof: oof[col] = np.nan
             oof.loc[va, col] = member_probs(m, table.patch_path.iloc[va], tta)
+            if one_each: oof.loc[va, 'held_out_by'] = m.name
             if progress: print(f'member {m.name}: {len(tr)} train / {len(va)} held out, {time.time() - t0:.0f} s', flush=True)
     oof['prob'] = oof[[c for c in oof if c.startswith('r') and c[1:2].isdigit()]].mean(axis=1)
     result = dict(oof=oof, members=members, test=None)

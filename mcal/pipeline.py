@@ -27,8 +27,8 @@ from .synth import default_study
 
 # %% auto #0
 __all__ = ['NEGATIVE_CLASSES', 'SPLITS', 'study_csv', 'Ingested', 'ingest', 'StudyRun', 'Intermediate', 'check_patients_apart',
-           'load_intermediate', 'check_split', 'run_study', 'held_out_member', 'write_study_report', 'Predictions',
-           'predict_rois', 'write_predictions_report', 'Evaluation', 'read_predictions', 'evaluate_predictions',
+           'load_intermediate', 'check_split', 'run_study', 'write_study_report', 'Predictions', 'predict_rois',
+           'write_predictions_report', 'Evaluation', 'read_predictions', 'evaluate_predictions',
            'write_evaluation_report']
 
 # %% ../nbs/13_pipeline.ipynb #c006
@@ -240,17 +240,16 @@ def run_study(data=None,                  # study folder with labels.csv, or the
     run.members, run.cv_auc = res['members'], auc_ci(res['oof'].label, res['oof'].prob)
     run.threshold = OperatingPoint.fit(res['oof'].label, res['oof'].prob)   # chosen on out-of-fold data, never on the test set
     ev = run.evaluated
-    held_out = held_out_member(run.members, ev.roi_id) if split == 'cv' else None
     if split == 'paper': threshold = run.threshold
     else:                                                     # CV: each fold's threshold fitted on the other folds, kept with the rows
-        threshold = cross_fitted_thresholds(ev.label, ev.prob, held_out)
-        run.predictions = run.predictions.assign(held_out_by=held_out.map(lambda m: Path(m).name).values, threshold=threshold)
+        threshold = cross_fitted_thresholds(ev.label, ev.prob, ev.held_out_by)
+        run.predictions = run.predictions.assign(threshold=threshold)
     run.results = results_table(ev.label, ev.prob, _reader(ev), patient_ids=ev.patient_id, threshold=threshold, n_boot=500)
     if main_process():                                                       # in a distributed run, rank 0 alone writes
         shutil.rmtree(out / 'gradcam', ignore_errors=True)                   # no overlay of an earlier run stays behind
         if cams and split == 'paper': write_cams(run.members, ev, out / 'gradcam')
         elif cams:                                                            # each ROI explained by the member that never trained on it
-            for m, rows in ev.groupby(held_out.values): write_cams([Path(m)], rows, out / 'gradcam')
+            for member, rows in ev.groupby('held_out_by'): write_cams([out / 'models' / 'members' / member], rows, out / 'gradcam')
     distrib_barrier()
     run.seconds = time.time() - t0
     return run
@@ -259,17 +258,7 @@ def _reader(table:pd.DataFrame):
     "The reader's BI-RADS column when the table has one with any value, else None."
     return table['birads'] if 'birads' in table and table['birads'].notna().any() else None
 
-# %% ../nbs/13_pipeline.ipynb #c024
-def held_out_member(members,    # member folders from `cross_validate` (one repeat, one seed)
-                    roi_ids     # ROIs of the training table
-                   ) -> pd.Series:
-    "The member folder that held each ROI out of its training, read from the members' `valid_roi_ids`."
-    owner = {str(r): str(m) for m in members for r in read_config(m).get('valid_roi_ids', [])}
-    missing = [str(r) for r in roi_ids if str(r) not in owner]
-    if missing: raise MCalError(f'{len(missing)} ROI(s) were held out by none of the members, e.g. {missing[0]}: not their training table')
-    return pd.Series([owner[str(r)] for r in roi_ids], name='held_out_by')
-
-# %% ../nbs/13_pipeline.ipynb #c031
+# %% ../nbs/13_pipeline.ipynb #c028
 def _atomic_text(path:Path, text:str):
     tmp = path.with_name(path.name + '.tmp'); tmp.write_text(text); tmp.replace(path)
 
@@ -281,7 +270,7 @@ def _contact_sheet(patches:pd.DataFrame, path:Path, limit=64):
                        colours=['firebrick' if l == 'malignant' else 'black' for l in rows.label])
     tmp = path.with_name(path.stem + '.tmp.png'); fig.savefig(tmp, dpi=90); tmp.replace(path)
 
-# %% ../nbs/13_pipeline.ipynb #c032
+# %% ../nbs/13_pipeline.ipynb #c029
 def write_study_report(run:StudyRun) -> Path:
     "Write the report folder of `run`: report.md, rois.csv, skipped.csv, predictions.csv, results.csv, roc.png/html, contact sheet."
     out, ing = run.out, run.ingested
@@ -324,7 +313,7 @@ def write_study_report(run:StudyRun) -> Path:
     _atomic_text(out / 'report.md', '\n'.join(lines) + '\n')
     return out / 'report.md'
 
-# %% ../nbs/13_pipeline.ipynb #c035
+# %% ../nbs/13_pipeline.ipynb #c032
 @dataclass
 class Predictions:
     "What `predict_rois` produced."
@@ -363,7 +352,7 @@ def _threshold_of(model:Path) -> tuple[float, str]:
         if f.exists(): return float(json.loads(f.read_text())['threshold']), f'fitted when the ensemble was trained ({f})'
     return 0.5, 'default 0.5 (no fitted threshold found next to the model)'
 
-# %% ../nbs/13_pipeline.ipynb #c036
+# %% ../nbs/13_pipeline.ipynb #c033
 def predict_rois(model,                 # saved model folder, folder of members, or report folder
                  data,                  # study CSV or folder with labels.csv; labels and BI-RADS optional
                  out='mcal_predictions',
@@ -392,7 +381,7 @@ def predict_rois(model,                 # saved model folder, folder of members,
     finally: shutil.rmtree(work, ignore_errors=True)                     # nothing half-written is left behind
     return result
 
-# %% ../nbs/13_pipeline.ipynb #c037
+# %% ../nbs/13_pipeline.ipynb #c034
 def write_predictions_report(pred:Predictions, folder=None) -> Path:
     "Write predictions.csv, skipped.csv and report.html (ROC and the paper's table when labels are given) into `folder`."
     folder = Path(folder or pred.out); p, ing = pred.predictions, pred.ingested
@@ -417,7 +406,7 @@ def write_predictions_report(pred:Predictions, folder=None) -> Path:
                  + '\n'.join(html) + '</body></html>')
     return folder / 'report.html'
 
-# %% ../nbs/13_pipeline.ipynb #c041
+# %% ../nbs/13_pipeline.ipynb #c038
 @dataclass
 class Evaluation:
     "What `evaluate_predictions` measured."
