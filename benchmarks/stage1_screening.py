@@ -35,7 +35,7 @@ from mcal.weights import get_backbone
 from mcal.learner import roi_learner, stage1, model_card
 from mcal.callbacks import load_checkpoint
 from mcal.inference import save_model
-from mcal.pipeline import _atomic_text
+from mcal.core import atomic_write
 from mcal.core import resolve_device
 from mcal.ensemble import member_probs
 from mcal.metrics import auc_ci, patient_bootstrap, auc
@@ -186,7 +186,7 @@ def main(a):
         cfg['card'].update(valid_auc=rows[0]['auc'], valid_auc_ci=[rows[0]['ci_low'], rows[0]['ci_high']], valid_auc_ci_method='DeLong 95 %')
         cfg['card'].setdefault('trained_on', device_name(device))
     cfg['card'].setdefault('valid_auc_by_images', {})[a.images] = [rows[0]['auc'], rows[0]['ci_low'], rows[0]['ci_high']]
-    _atomic_text(cfg_path, json.dumps(cfg, indent=2))            # never a half-written card
+    atomic_write(cfg_path, json.dumps(cfg, indent=2))            # never a half-written card
     if a.external and not a.quick:                # external test: mini-MIAS whole images
         mias = mias_images(data)
         mp = cut_patches(mias, cache, a.size, a.workers, pixel_spacing_mm=0.2)

@@ -150,22 +150,22 @@ class EpochCheckpoint(Callback):
                  phase:str,             # 'frozen' or 'unfrozen'
                  request:dict=None):    # what the stage was asked to do; resuming requires the same
         self.folder, self.phase, self.request = Path(folder), phase, plain(request or {})
+    def before_epoch(self): self.trained = False
+    def after_train(self): self.trained = True
     def after_epoch(self):
+        if not self.trained: return                              # an epoch a resumed fit skipped: its progress is already on disk
         if main_process():                                       # in a distributed run, rank 0 alone writes
             self.folder.mkdir(parents=True, exist_ok=True)
-            tmp = self.folder / 'last.tmp'
             model = getattr(self.learn.model, 'module', self.learn.model)   # the model inside a DDP wrapper
-            torch.save(dict(model=model.state_dict(), opt=plain(self.learn.opt.state_dict())), tmp)
-            tmp.replace(self.folder / 'last.pth')
+            state = dict(model=model.state_dict(), opt=plain(self.learn.opt.state_dict()))
+            atomic_write(self.folder / 'last.pth', lambda p: torch.save(state, p))
             write_progress(self.folder, self.phase, self.epoch + 1, self.request)
         distrib_barrier()
 
 def write_progress(folder, phase:str, epochs_done:int, request:dict=None):
     "Write `progress.json` atomically (in a distributed run, from rank 0 only)."
     if not main_process(): return
-    tmp = Path(folder) / 'progress.tmp'
-    tmp.write_text(json.dumps(dict(phase=phase, epochs_done=epochs_done, request=plain(request or {})), default=str))
-    tmp.replace(Path(folder) / 'progress.json')
+    atomic_write(Path(folder) / 'progress.json', json.dumps(dict(phase=phase, epochs_done=epochs_done, request=plain(request or {})), default=str))
 
 def resume_point(folder, request:dict=None) -> dict|None:
     "`{'phase', 'epochs_done'}` of the checkpoint in `folder` if it was written for `request`, else None."

@@ -4,12 +4,16 @@
 
 # %% ../nbs/15_cli.ipynb #c003
 from __future__ import annotations
-import inspect, sys
+import inspect, sys, warnings
+from contextlib import nullcontext
 from pathlib import Path
 from fastcore.script import anno_parser
+# fastai's layers call the deprecated `torch.jit.script` when imported: a FutureWarning on every command that no user can act on
+warnings.filterwarnings('ignore', message=r'`torch.jit.script` is deprecated', category=FutureWarning)
 from .core import *
 from .roi import DEFAULT_FIELD_OF_VIEW_MM
-from .pipeline import run_study, check_split, write_study_report, predict_rois, evaluate_predictions, write_evaluation_report, _atomic_text
+from .pipeline import (run_study, check_split, check_study_options, study_csv, write_study_report, predict_rois, evaluate_predictions,
+                           write_evaluation_report)
 from .callbacks import main_process
 
 # %% auto #0
@@ -29,9 +33,10 @@ def mcal_demo(data:str=None,            # study folder with labels.csv, or its C
               train:bool=True,           # train the two stages (--no-train: only ingest and cut patches)
               quiet:bool=False):         # no progress output
     "Run the method on a study (default: data_samples/): two stages, ensemble, metrics against the reader, Grad-CAM, report."
-    run = run_study(data, out, field_of_view_mm, size, backbone, None if str(weights).lower() == 'none' else weights,
-                    epochs=epochs, n_splits=folds, device=device, train=train, progress=not quiet)
-    report = write_study_report(run)
+    with OutputFolder(out, 'train', [data]):                # one run at a time, from training to its report
+        run = run_study(data, out, field_of_view_mm, size, backbone, None if str(weights).lower() == 'none' else weights,
+                        epochs=epochs, n_splits=folds, device=device, train=train, progress=not quiet)
+        report = write_study_report(run)
     if not quiet: print(report.read_text().split('![contact sheet]')[0].rstrip(), f'\nreport: {report}', sep='\n')
     return run
 
@@ -60,15 +65,18 @@ def mcal_train(data:str=None,           # target study: folder with labels.csv, 
     if not options.get('data'): raise MCalError('mcal train needs --data (the target study), on the command line or in the config file')
     for k in ('data', 'intermediate', 'out'):                # saved absolute, so the saved file repeats the run from any folder
         if options[k] is not None: options[k] = str(Path(options[k]).resolve())
-    resolve_device(options['device']); check_split(options['split'], options['intermediate'])   # fail before anything is written
-    if main_process(): save_options({k: v for k, v in options.items() if k != 'quiet'}, Path(options['out']) / 'models' / 'train.toml')   # how a run is shown is not part of it
-    o = options
-    run = run_study(o['data'], o['out'], o['field_of_view_mm'], o['size'], o['backbone'], None if str(o['weights']).lower() == 'none' else o['weights'],
-                    epochs=o['epochs'], frozen_epochs=o['frozen_epochs'], stage1_epochs=o['stage1_epochs'], intermediate=o['intermediate'],
-                    intermediate_spacing_mm=o['intermediate_spacing_mm'], n_splits=o['folds'], split=o['split'], lr=o['lr'], bs=o['bs'], seed=o['seed'],
-                    device=o['device'], cams=o['cams'], progress=not o['quiet'])
-    if not main_process(): return                            # under torchrun every process trains its share; rank 0 writes the report
-    report = write_study_report(run)
+    o = options                                              # fail before anything is written:
+    resolve_device(o['device']); check_split(o['split'], o['intermediate'])
+    check_study_options(o['field_of_view_mm'], o['size'], o['epochs'], o['frozen_epochs'], o['stage1_epochs'], o['folds'], o['lr'], o['bs'], o['seed'])
+    inputs = [o['data'], o['intermediate']]
+    with OutputFolder(o['out'], 'train', inputs) if main_process() else nullcontext():   # under torchrun, rank 0 owns the folder
+        if main_process(): save_options({k: v for k, v in o.items() if k != 'quiet'}, Path(o['out']) / 'models' / 'train.toml')   # how a run is shown is not part of it
+        run = run_study(o['data'], o['out'], o['field_of_view_mm'], o['size'], o['backbone'], None if str(o['weights']).lower() == 'none' else o['weights'],
+                        epochs=o['epochs'], frozen_epochs=o['frozen_epochs'], stage1_epochs=o['stage1_epochs'], intermediate=o['intermediate'],
+                        intermediate_spacing_mm=o['intermediate_spacing_mm'], n_splits=o['folds'], split=o['split'], lr=o['lr'], bs=o['bs'],
+                        seed=o['seed'], device=o['device'], cams=o['cams'], progress=not o['quiet'])
+        if not main_process(): return                        # every process trains its share; rank 0 writes the report
+        report = write_study_report(run)
     if not o['quiet']: print(report.read_text().split('![contact sheet]')[0].rstrip(), f'\nreport: {report}', sep='\n')
     return run
 
@@ -89,10 +97,11 @@ def mcal_predict(model:str,             # saved model folder, folder of members,
 def mcal_evaluate(predictions:str,     # predictions CSV (roi_id, patient_id, label, prob or score, optional birads), or a folder of CBIS-DDSM case CSVs
                   out:str='mcal_evaluation', # output folder
                   score_col:str=None,    # the score column (default: prob, else score)
-                  threshold:float=None,  # the model's operating threshold (default: the CSV's threshold column, as mcal's CV runs write, else 0.5)
+                  threshold:float=None,  # the model's operating threshold (default: the CSV's threshold column, which mcal writes, else 0.5)
                   n_boot:int=1000,       # patient-bootstrap resamples
                   quiet:bool=False):     # no summary output
     "Evaluate a predictions table: the paper's table, ROC, calibration, decision curve, benign biopsies avoided."
+    check_output(out, 'evaluate', inputs=[predictions])      # a folder that cannot take the report is refused before the work
     ev = evaluate_predictions(predictions, score_col, threshold, n_boot)
     report = write_evaluation_report(ev, out)
     if not quiet: print(report.read_text().split('![')[0].rstrip(), f'\nreport: {report}', sep='\n')
@@ -106,8 +115,9 @@ def mcal_synth(out:str,                 # folder to write
                demo:bool=False):        # the small demo study of data_samples/ instead of a virtual trial
     "Write a virtual calcification trial (DICOMs, per-calcification masks, labels.csv with a reader's BI-RADS), or with --demo the small demo study."
     from mcal.synth import make_study, make_trial
-    if demo: table = make_study(out, n_patients=16 if patients is None else patients, seed=20251105 if seed is None else seed)
-    else: table = make_trial(out, n_rois=rois, n_patients=194 if patients is None else patients, seed=0 if seed is None else seed, difficulty=difficulty)
+    with OutputFolder(out, 'synth'):
+        if demo: table = make_study(out, n_patients=16 if patients is None else patients, seed=20251105 if seed is None else seed)
+        else: table = make_trial(out, n_rois=rois, n_patients=194 if patients is None else patients, seed=0 if seed is None else seed, difficulty=difficulty)
     print(f'{len(table)} ROIs on {table.patient_id.nunique()} patients written to {out}')
     return table
 
@@ -118,6 +128,8 @@ def _read_toml(path) -> dict:
     except ImportError: import tomli as tomllib            # Python 3.10
     try: return tomllib.loads(Path(path).read_text())
     except FileNotFoundError: raise MCalError(f'{path}: config file not found') from None
+    except IsADirectoryError: raise MCalError(f'{path}: a folder, not a config file (e.g. OUT/models/train.toml)') from None
+    except (OSError, UnicodeDecodeError) as e: raise MCalError(f'{path}: config file not readable ({e})') from None
     except tomllib.TOMLDecodeError as e: raise MCalError(f'{path}: not valid TOML ({e})') from None
 
 def train_options(config,               # a TOML file, or None
@@ -143,9 +155,9 @@ def save_options(options:dict,   # resolved options (from `train_options`)
     "Write resolved options as TOML (options without a value left out), atomically."
     import tomli_w
     from mcal import __version__
-    path = Path(path); path.parent.mkdir(parents=True, exist_ok=True)
+    path = Path(path)
     text = f'# mcal {__version__} train: the resolved options of this run; repeat or resume it with mcal train --config {path.name}\n'
-    _atomic_text(path, text + tomli_w.dumps({k: v for k, v in options.items() if v is not None}))
+    atomic_write(path, text + tomli_w.dumps({k: v for k, v in options.items() if v is not None}))
     return path
 
 # %% ../nbs/15_cli.ipynb #c009

@@ -4,13 +4,15 @@
 
 # %% ../nbs/00_core.ipynb #c003
 from __future__ import annotations
-import traceback
+import json, os, sys, time, traceback
 from dataclasses import dataclass, field
+from pathlib import Path
 import pandas as pd
 
 # %% auto #0
-__all__ = ['MCalError', 'ImageFileError', 'DicomError', 'AnnotationError', 'LabelError', 'SplitLeakError', 'WeightsError',
-           'BatchResult', 'run_batch', 'NotebookFigure', 'resolve_device', 'gpu_precision']
+__all__ = ['OUTPUT_MARKER', 'MCalError', 'ImageFileError', 'DicomError', 'AnnotationError', 'LabelError', 'SplitLeakError',
+           'WeightsError', 'OutputError', 'OptionError', 'check_option', 'BatchResult', 'run_batch', 'NotebookFigure',
+           'resolve_device', 'gpu_precision', 'atomic_write', 'check_output', 'OutputFolder']
 
 # %% ../nbs/00_core.ipynb #c006
 class MCalError(Exception):
@@ -33,6 +35,30 @@ class SplitLeakError(MCalError):
 
 class WeightsError(MCalError):
     "Pretrained weights that cannot be found or do not fit the network."
+
+class OutputError(MCalError):
+    "An output folder mcal may not write into: a user's, another command's, an input's, or one in use."
+
+class OptionError(MCalError):
+    "An option outside its allowed range, refused before any work starts."
+
+# %% ../nbs/00_core.ipynb #c007c
+def check_option(name:str,        # the option, as the user typed it (e.g. 'field_of_view_mm')
+                 value,           # its value
+                 low=None,        # smallest allowed value
+                 high=None,       # largest allowed value
+                 low_open=False,  # `low` itself not allowed (e.g. a field of view > 0)
+                 integer=False    # a whole number
+                ):
+    "`value` if it lies in the allowed range, else `OptionError` naming the option, the value and the range."
+    bad = value is None or isinstance(value, bool) or not isinstance(value, (int, float)) or value != value
+    bad = bad or (integer and int(value) != value)
+    bad = bad or (low is not None and (value <= low if low_open else value < low)) or (high is not None and value > high)
+    if bad:
+        rng = ' and '.join(s for s in [f'{">" if low_open else "≥"} {low}' if low is not None else '', f'≤ {high}' if high is not None else ''] if s)
+        shown = f'{value:g}' if isinstance(value, (int, float)) and not isinstance(value, bool) else repr(value)
+        raise OptionError(f'--{name.replace("_", "-")} {shown}: expected {"a whole number" if integer else "a number"}{" " + rng if rng else ""}')
+    return value
 
 # %% ../nbs/00_core.ipynb #c009
 @dataclass
@@ -113,3 +139,105 @@ def gpu_precision(device,                 # a `torch.device` (or its name)
     if device.type != 'cuda': return None
     if bf16_supported is None: bf16_supported = torch.cuda.get_device_capability(device)[0] >= 8   # Ampere and later: this GPU, not the current one
     return 'bf16' if bf16_supported else 'fp16'
+
+# %% ../nbs/00_core.ipynb #c021
+def atomic_write(path,   # the file to (re)write
+                 data    # str, bytes, or a callable that writes the file at the path it is given
+                ) -> Path:
+    "Write `path` through a temporary file beside it and a rename: no reader ever sees it half-written."
+    path = Path(path); path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f'.{path.stem}.{os.getpid()}.tmp{path.suffix}')   # keeps the suffix (savefig reads it); one per process
+    try:
+        if callable(data): data(tmp)
+        elif isinstance(data, bytes): tmp.write_bytes(data)
+        else: tmp.write_text(data)
+        tmp.replace(path)
+    finally: tmp.unlink(missing_ok=True)
+    return path
+
+# %% ../nbs/00_core.ipynb #c023
+OUTPUT_MARKER = '.mcal-output.json'
+
+def _listing(folder:Path, n=4) -> str:
+    names = sorted(p.name + ('/' if p.is_dir() else '') for p in folder.iterdir() if not p.name.startswith('.mcal'))
+    return ', '.join(names[:n]) + (f' and {len(names) - n} more' if len(names) > n else '')
+
+def _marker(folder:Path) -> dict:
+    try: return json.loads((folder / OUTPUT_MARKER).read_text())
+    except (OSError, ValueError): return {}
+
+def check_output(out,        # the output folder asked for
+                 kind:str,   # what the command writes: 'train', 'predict' or 'evaluate'
+                 inputs=()   # the command's inputs (files or folders; None is ignored)
+                ) -> Path:
+    "`out`, resolved, if mcal may write `kind` output there: new, empty, or marked by an earlier `kind` run, and apart from every input."
+    out = Path(out).expanduser().resolve()
+    for given in inputs:
+        if given is None: continue
+        inp = Path(given).expanduser().resolve()
+        if out == inp or out in inp.parents or inp in out.parents:
+            raise OutputError(f'{out}: the output folder would be, hold or lie inside the input {inp}: choose another --out')
+    if out.exists() and not out.is_dir(): raise OutputError(f'{out}: is a file, not a folder: choose another --out')
+    if not out.exists(): return out
+    marker = _marker(out)
+    if marker and marker.get('kind') != kind:
+        raise OutputError(f'{out}: holds the output of mcal {marker.get("kind")}, not of mcal {kind}: choose another folder')
+    if not marker and _listing(out):                                   # mcal's own lock alone (a run starting this instant) is no user file
+        raise OutputError(f'{out}: holds files mcal did not write ({_listing(out)}): choose a new or empty folder')
+    return out
+
+# %% ../nbs/00_core.ipynb #c025
+_LOCKS = {}   # folder -> its FileLock, held by this process (fastai's and torch's code never see it)
+
+class OutputFolder:
+    "`with OutputFolder(out, kind, inputs) as folder:` a run's own output folder: checked, locked, its files recorded."
+    managed = ('models', 'cache')   # sub-folders whose owners decide about reuse (request-checked models, the patch cache)
+
+    def __init__(self, out, kind:str, inputs=(), fresh=True):   # fresh: first remove what an earlier run wrote (False: add to it)
+        self.path, self.kind, self.fresh = check_output(out, kind, inputs), kind, fresh
+
+    def _files(self) -> dict:
+        "The files mcal records (outside the managed folders and its own marker and lock), with their modification stamps."
+        found = {}
+        for p in self.path.rglob('*'):
+            rel = p.relative_to(self.path)
+            if p.is_file() and rel.parts[0] not in self.managed and not p.name.startswith('.mcal'): found[rel.as_posix()] = p.stat().st_mtime_ns
+        return found
+
+    def _save(self, files, running:bool):
+        info = dict(kind=self.kind, files=sorted(files), written=time.strftime('%Y-%m-%d %H:%M:%S'))
+        if running: info.update(pid=os.getpid(), command=' '.join(sys.argv))
+        atomic_write(self.path / OUTPUT_MARKER, json.dumps(info, indent=1))
+
+    def __enter__(self) -> Path:
+        from filelock import FileLock, Timeout
+        self.created = not self.path.exists()
+        self.path.mkdir(parents=True, exist_ok=True)
+        self.lock = _LOCKS.setdefault(self.path, FileLock(self.path / '.mcal.lock'))   # one per folder and process: a nested run shares it
+        try: self.lock.acquire(blocking=False)                          # re-entrant within this process, refused to any other
+        except Timeout:
+            m = _marker(self.path)
+            raise OutputError(f'{self.path}: another mcal {self.kind} is writing here (process {m.get("pid", "?")}: {m.get("command", "?")}); '
+                              'wait for it to finish, or choose another folder') from None
+        self.earlier = [f for f in _marker(self.path).get('files', []) if (self.path / f).exists()]
+        if self.fresh:                                                    # what the earlier run wrote, and only that
+            for f in self.earlier: (self.path / f).unlink()
+            self.earlier = []
+        self.before = self._files()
+        self._save(self.earlier, running=True)
+        return self.path
+
+    def __exit__(self, typ, exc, tb):
+        try:
+            written = [f for f, stamp in self._files().items() if self.before.get(f) != stamp]
+            if typ is None: return self._save(set(self.earlier) | set(written), running=False)
+            for f in written: (self.path / f).unlink(missing_ok=True)    # a failed run leaves no half of a report
+            if self.created:                                              # its own new folder: empty sub-folders go too
+                for d in sorted((p for p in self.path.rglob('*') if p.is_dir()), key=lambda p: -len(p.parts)):
+                    if not any(d.iterdir()): d.rmdir()
+            if self.created and not _listing(self.path):
+                for p in self.path.iterdir(): p.unlink()
+                self.path.rmdir()
+            else: self._save(self.earlier, running=False)
+        finally:
+            self.lock.release()

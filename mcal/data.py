@@ -136,9 +136,9 @@ def build_patches(df:pd.DataFrame,              # ROI table (usable rows)
                     truth = _calc_truth(r, m, roi, field_of_view_mm, size, spacing, lesion_scale)
                 if mirror: img, mask = np.ascontiguousarray(img[:, ::-1]), np.ascontiguousarray(mask[:, ::-1])
                 if mirror and truth is not None: truth = np.ascontiguousarray(truth[:, ::-1])
-                tmp = Path(r['patch_path']).with_suffix('.tmp.npz')
                 extra = {} if truth is None else dict(calc_mask=truth)
-                np.savez(tmp, image=img.astype(np.float32), mask=mask, presentation_intent=str(m.presentation_intent or ''), **extra); tmp.replace(r['patch_path'])   # atomic: never half-written
+                atomic_write(r['patch_path'], lambda f: np.savez(f, image=img.astype(np.float32), mask=mask,
+                                                                 presentation_intent=str(m.presentation_intent or ''), **extra))
                 out.append((r['roi_id'], None))
             except MCalError as e: out.append((r['roi_id'], e))
         return out

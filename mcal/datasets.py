@@ -12,10 +12,11 @@ import pandas as pd
 from .core import *
 
 # %% auto #0
-__all__ = ['ROI_COLUMNS', 'LABELS', 'MIAS_CLASSES', 'MIAS_SPACING_MM', 'MIAS_SIZE', 'CBIS_DDSM_NOMINAL_SPACING_MM', 'empty_table',
-           'tidy', 'normalise_label', 'normalise_birads', 'validate_table', 'usable', 'issues', 'load_csv', 'load_mias',
-           'flag_off_breast', 'shared_data_dir', 'mias_lesions', 'mias_calcifications', 'mias_other_task', 'MiasTasks',
-           'mias_tables', 'load_cbis_ddsm', 'load_folder_classes']
+__all__ = ['ROI_COLUMNS', 'LABELS', 'GEOMETRY_COLUMNS', 'MIAS_CLASSES', 'MIAS_SPACING_MM', 'MIAS_SIZE',
+           'CBIS_DDSM_NOMINAL_SPACING_MM', 'empty_table', 'tidy', 'normalise_label', 'normalise_birads',
+           'validate_table', 'usable', 'issues', 'load_csv', 'load_mias', 'flag_off_breast', 'shared_data_dir',
+           'mias_lesions', 'mias_calcifications', 'mias_other_task', 'MiasTasks', 'mias_tables', 'load_cbis_ddsm',
+           'load_folder_classes']
 
 # %% ../nbs/03_datasets.ipynb #c005
 ROI_COLUMNS = ['roi_id', 'patient_id', 'image_path', 'roi_shape', 'x', 'y', 'radius', 'x0', 'y0', 'x1', 'y1', 'mask_path',
@@ -118,6 +119,14 @@ def _infer_shape(row):
     if has('x0', 'y0', 'x1', 'y1'): return 'box'
     return 'image'
 
+GEOMETRY_COLUMNS = ('x', 'y', 'radius', 'x0', 'y0', 'x1', 'y1', 'mask_path')
+
+def _no_geometry(row) -> str:
+    "Why a row without a usable ROI is skipped rather than scored as the whole image."
+    blank = [c for c in ('x', 'y', 'radius') if not (c in row and pd.notna(row[c]) and str(row[c]).strip())]
+    if 0 < len(blank) < 3: return f'ROI incomplete: {", ".join(blank)} blank'
+    return 'no ROI: give x, y and radius (or a box x0, y0, x1, y1, or mask_path), or roi_shape "image" for a whole image'
+
 def _resolve(path, root:Path):
     if pd.isna(path) or str(path).strip() == '': return np.nan
     p = Path(str(path).strip())
@@ -127,7 +136,8 @@ def load_csv(csv_path,          # the study CSV
              image_root=None,   # folder that `image_path` is relative to (default: the CSV's folder)
              source=None,       # value of the `source` column (default: the CSV's name)
              labels=LABELS,     # allowed labels (see `validate_table`)
-             require_labels=True # False: the `label` column may be absent or empty (ROIs to predict)
+             require_labels=True, # False: the `label` column may be absent or empty (ROIs to predict)
+             whole_images=False  # True: a CSV without any ROI column lists whole images (an intermediate set)
             ) -> pd.DataFrame:
     "Read a user study CSV into mcal's validated ROI table."
     csv_path = Path(csv_path)
@@ -136,8 +146,10 @@ def load_csv(csv_path,          # the study CSV
     except Exception as e: raise AnnotationError(f'{csv_path}: not a readable CSV ({e})') from None
     if not require_labels and 'label' not in raw: raw['label'] = np.nan
     missing = {'patient_id', 'image_path', 'label'} - set(raw.columns)
-    if missing: raise AnnotationError(f'{csv_path}: missing required column(s) {sorted(missing)}')
+    hint = '; the file looks semicolon-separated: mcal reads comma-separated CSV' if len(raw.columns) == 1 and ';' in raw.columns[0] else ''
+    if missing: raise AnnotationError(f'{csv_path}: missing required column(s) {sorted(missing)}{hint}')
     root = Path(image_root) if image_root else csv_path.parent
+    images_only = whole_images and not set(GEOMETRY_COLUMNS) & set(raw.columns)   # else a row without an ROI is a mistake, never the whole image
     rows = []
     for i, r in enumerate(raw.to_dict('records')):
         r = dict(r); note = []
@@ -145,11 +157,13 @@ def load_csv(csv_path,          # the study CSV
         for col in ('mask_path', 'calc_mask_path'):                 # the ROI mask; a virtual trial's per-calcification truth
             if col in r: r[col] = _resolve(r[col], root)
         if pd.isna(r.get('roi_id', np.nan)): r['roi_id'] = f'{Path(str(r["image_path"])).stem}-{i}'
-        if pd.isna(r.get('roi_shape', np.nan)): r['roi_shape'] = _infer_shape(r)
+        if pd.isna(r.get('roi_shape', np.nan)):
+            r['roi_shape'] = _infer_shape(r)
+            if r['roi_shape'] == 'image' and not images_only: note.append(_no_geometry(r))
         if not require_labels and pd.isna(r['label']): r['pathology'] = np.nan
         else:
             try: r['label'] = normalise_label(r['label'])
-            except LabelError as e: note.append(f'{e}'); r['pathology'] = r['label']
+            except LabelError: r['pathology'] = r['label']          # `validate_table` names it, once
             else: r.setdefault('pathology', r['label'])
         try: r['birads'] = normalise_birads(r.get('birads'))
         except LabelError as e: note.append(str(e))

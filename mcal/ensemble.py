@@ -89,10 +89,18 @@ def ensemble_predictions(members,             # member folders
     return out
 
 # %% ../nbs/09_ensemble.ipynb #c010
+def _refuse_stage1(model:Path):
+    "`WeightsError` if the saved model in `model` is not an ROI classifier (benign vs malignant): e.g. a stage-1 model."
+    cfg = read_config(model)
+    if cfg.get('stage') == 'intermediate' or sorted(map(str, cfg.get('classes', []))) != ['benign', 'malignant']:
+        raise WeightsError(f'{model}: a {"stage-1 (intermediate) " if cfg.get("stage") == "intermediate" else ""}model of '
+                           f'{" vs ".join(map(str, cfg.get("classes", [])))}, not an ROI classifier (benign vs malignant): '
+                           'give a member, a folder of members or a report folder')
+
 def model_members(model) -> list[Path]:
-    "The ROI-classifier member folders of `model`: one saved model, a folder of them, or a report folder (stage-1 models excluded)."
+    "The ROI-classifier member folders of `model`: one saved model, a folder of them, or a report folder (stage-1 models refused)."
     model = Path(model)
-    if (model / 'config.json').exists(): return [model]
+    if (model / 'config.json').exists(): _refuse_stage1(model); return [model]
     for folder in (model / 'models' / 'members', model / 'members', model):
         found = sorted(p.parent for p in folder.glob('*/config.json')) if folder.is_dir() else []
         found = [m for m in found if read_config(m).get('stage') != 'intermediate']

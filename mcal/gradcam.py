@@ -102,9 +102,7 @@ def cam_figure(patch:np.ndarray,          # grey patch in [0, 1]
 def save_cam_png(path, patch, cam, mask=None, title=None, explains='malignant', alpha=0.45):
     "Write `cam_figure` as a PNG atomically (never a half-written file); no pyplot state is touched."
     fig = cam_figure(patch, cam, mask, title, explains, alpha)
-    path = Path(path); tmp = path.with_name(path.stem + '.tmp.png')
-    fig.savefig(tmp, dpi=90, bbox_inches='tight'); tmp.replace(path)
-    return path
+    return atomic_write(path, lambda p: fig.savefig(p, dpi=90, bbox_inches='tight'))
 
 # %% ../nbs/11_gradcam.ipynb #c017
 def cam_grid(model:nn.Module,            # an mcal model

@@ -27,14 +27,13 @@ def export_onnx(model:nn.Module,   # an mcal model (copied; the original is unto
                ) -> Path:
     "Export `model` (float32, eval, batch axis dynamic) to ONNX at `path`, atomically; the model is handed back unchanged."
     import warnings, copy
-    path = Path(path); tmp = path.with_name(path.stem + '.tmp.onnx')
     net = copy.deepcopy(model).float().eval().to(memory_format=torch.contiguous_format).cpu()
-    with warnings.catch_warnings(), torch.no_grad():
-        warnings.simplefilter('ignore')
-        torch.onnx.export(net, (torch.zeros(1, 3, size, size),), str(tmp), dynamo=False, input_names=['patches'], output_names=['logits'],
-                          dynamic_axes={'patches': {0: 'n'}, 'logits': {0: 'n'}}, opset_version=17)
-    tmp.replace(path)
-    return path
+    def export(tmp):
+        with warnings.catch_warnings(), torch.no_grad():
+            warnings.simplefilter('ignore')
+            torch.onnx.export(net, (torch.zeros(1, 3, size, size),), str(tmp), dynamo=False, input_names=['patches'], output_names=['logits'],
+                              dynamic_axes={'patches': {0: 'n'}, 'logits': {0: 'n'}}, opset_version=17)
+    return atomic_write(path, export)
 
 class OnnxModel:
     "A saved model run by ONNX Runtime (CPU): what `load_model(folder, engine='onnx')` returns; `predict` accepts it."
@@ -67,9 +66,7 @@ def save_model(model:nn.Module,   # an `RoiModel` (or a learner, whose `.model` 
     sd = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     cfg = dict(plain(config), mcal_version=mcal.__version__, torch_version=torch.__version__, format=FORMAT,
                saved=time.strftime('%Y-%m-%dT%H:%M:%S'))
-    save_file(sd, str(folder / 'model.tmp'), metadata=dict(format=FORMAT))
-    (folder / 'config.tmp').write_text(json.dumps(cfg, indent=1, default=str))
-    (folder / 'model.tmp').replace(folder / 'model.safetensors')
+    atomic_write(folder / 'model.safetensors', lambda f: save_file(sd, str(f), metadata=dict(format=FORMAT)))
     if not onnx:
         for f in folder.glob('model*.onnx'): f.unlink()            # never leave an ONNX file of other weights beside these
     else:
@@ -77,7 +74,7 @@ def save_model(model:nn.Module,   # an `RoiModel` (or a learner, whose `.model` 
         except Exception as e:                                       # the PyTorch weights stay usable; say why there is no ONNX file
             import warnings; warnings.warn(f'{folder}: ONNX export failed ({type(e).__name__}: {str(e)[:200]}); model.onnx not written, PyTorch inference only')
             for f in folder.glob('model*.onnx'): f.unlink()
-    (folder / 'config.tmp').replace(folder / 'config.json')          # written last: its presence means finished
+    atomic_write(folder / 'config.json', json.dumps(cfg, indent=1, default=str))   # written last: its presence means finished
     distrib_barrier()
     return folder
 

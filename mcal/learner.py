@@ -121,6 +121,9 @@ def fine_tune(learn:Learner,          # from `roi_learner` or `transfer`
     request = dict(request or {}, backbone=learn.config['backbone'], classes=learn.config['classes'], data=data_fingerprint(learn.dls),
                    epochs=epochs, lr=lr, frozen_epochs=frozen_epochs, lr_mult=lr_mult, seed=seed)
     done = resume_point(checkpoint_dir, request) or dict(phase='frozen', epochs_done=0)
+    resumed = dict(done) if done['epochs_done'] or done['phase'] == 'unfrozen' else None
+    if resumed and main_process():                          # on screen even for a silent member: the user should know
+        warnings.warn(f'resuming {checkpoint_dir}: {resumed["epochs_done"]} {resumed["phase"]} epoch(s) of this request already done', stacklevel=2)
     ck = lambda phase: [EpochCheckpoint(checkpoint_dir, phase, request)] if checkpoint_dir else []
     if num_distrib() > 1: cbs = list(cbs or []) + [DataParallel(learn.dls.device)]   # under torchrun: Accelerate's DDP
     if done['phase'] == 'frozen' and frozen_epochs and done['epochs_done'] < frozen_epochs:
@@ -137,7 +140,7 @@ def fine_tune(learn:Learner,          # from `roi_learner` or `transfer`
         learn.fit_one_cycle(epochs, slice(lr / 2 / lr_mult, lr / 2), cbs=ck('unfrozen') + list(cbs or []), start_epoch=done['epochs_done'])
     if checkpoint_dir: write_progress(checkpoint_dir, 'unfrozen', epochs, request)
     learn.config['history'].append(dict(epochs=epochs, frozen_epochs=frozen_epochs, lr=lr, lr_mult=lr_mult,
-                                        n_train=len(learn.dls.train_ds), classes=learn.config['classes']))
+                                        n_train=len(learn.dls.train_ds), classes=learn.config['classes'], resumed_from=resumed))
     return learn
 
 # %% ../nbs/08_learner.ipynb #c020

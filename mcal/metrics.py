@@ -244,6 +244,9 @@ def _fmt(v, lo, hi, pct=False, count=''):
     f = (lambda x: f'{100 * x:.0f} %') if pct else (lambda x: f'{x:.2f}')
     return f'{f(v)} [{f(lo)}, {f(hi)}]' + (f' {count}' if count else '')
 
+_NONE = dict(sensitivity='no malignant case', specificity='no benign case', ppv='no case called malignant',
+             npv='no case called benign', accuracy='no case')      # why a proportion has nothing to count
+
 def wilson_ci(k:int, n:int, level=0.95) -> tuple[float, float]:
     "Wilson score interval of the proportion k/n (scipy); (nan, nan) when n = 0."
     from scipy.stats import binomtest
@@ -265,7 +268,7 @@ def results_table(labels, model_scores,
                   n_boot=1000, seed=0,
                   min_boot_patients=30     # fewer patients (or none given): Wilson intervals instead of the bootstrap
                  ) -> pd.DataFrame:
-    "The paper's table: model vs reader with counts and CIs, the paired DeLong p-value and N."
+    "The paper's table: model (every case) vs reader (cases with a BI-RADS), counts and CIs, the paired DeLong p-value and each row's N."
     y = as_binary(labels); s = _as_scores(model_scores, len(y), 'model scores')
     r = birads_score(reader_birads, zero=zero) if reader_birads is not None else np.zeros(len(y))
     if r.shape != y.shape: raise MCalError(f'{len(y)} labels but {r.size} reader BI-RADS assessments')
@@ -273,32 +276,38 @@ def results_table(labels, model_scores,
     thr = threshold.threshold if isinstance(threshold, OperatingPoint) else threshold
     per_case = np.ndim(thr) > 0                                   # e.g. `cross_fitted_thresholds`
     thr = _as_scores(thr, len(y), 'thresholds') if per_case else float(thr)
-    keep = np.isfinite(r)
-    y, s, r = y[keep], s[keep], r[keep]
-    if per_case: thr = thr[keep]
-    pids = np.asarray(patient_ids)[keep] if patient_ids is not None else None
-    rows, boot = {}, pids is not None and len(set(pids)) >= min_boot_patients
-    # (name, scores for the AUC, scores for the decisions, threshold): per-case thresholds decide on score − threshold ≥ 0
-    who = [('model', s, s - thr, 0.0) if per_case else ('model', s, s, thr)]
-    if reader_birads is not None: who.append(('reader (BI-RADS ≥ 4)', r, r, BIOPSY_THRESHOLD))
-    for name, sc, dec, t in who:
-        a, lo, hi = auc_ci(y, sc)
-        keys = ['sensitivity', 'specificity', 'ppv', 'npv', 'accuracy']
-        m = binary_metrics(y, dec, t)
-        if boot:
-            bs = patient_bootstrap(lambda yy, dd: {k: binary_metrics(yy, dd, t)[k] for k in keys}, y, dec, patient_ids=pids, n_boot=n_boot, seed=seed)
-            cis = {k: (bs.low[k], bs.high[k]) for k in keys}
-        else: cis = {k: wilson_ci(*_proportion_counts(m, k)) for k in keys}
-        counts = {k: '{}/{}'.format(*_proportion_counts(m, k)) for k in keys}
-        rows[name] = {'AUC [95% CI]': _fmt(a, lo, hi),
-                      **{k.upper() if len(k) == 3 else k: _fmt(m[k], *cis[k], pct=True, count=counts[k]) for k in keys}}
-    p = delong_paired(y, s, r) if reader_birads is not None else None
+    pids = np.asarray(patient_ids) if patient_ids is not None else None
+    read = np.isfinite(r)                                         # the cases the reader's row (and the paired test) is on
+    # (name, cases, scores for the AUC, scores for the decisions, threshold): per-case thresholds decide on score − threshold ≥ 0
+    who = [('model', np.ones(len(y), bool), s, s - thr, 0.0) if per_case else ('model', np.ones(len(y), bool), s, s, thr)]
+    if reader_birads is not None: who.append(('reader (BI-RADS ≥ 4)', read, r, r, BIOPSY_THRESHOLD))
+    rows = {name: _table_row(y[k], sc[k], dec[k], t, None if pids is None else pids[k], min_boot_patients, n_boot, seed)
+            for name, k, sc, dec, t in who}
+    paired = reader_birads is not None and 0 < y[read].sum() < read.sum()          # a paired test needs both classes among the read cases
+    p = delong_paired(y[read], s[read], r[read]) if paired else None
     table = pd.DataFrame(rows).T
     if p is not None: table['p (paired DeLong)'] = [f"{p['p']:.3f}", '']
-    table['N benign / malignant'] = f'{(y == 0).sum()} / {(y == 1).sum()}'
-    table['proportion CIs'] = f'patient bootstrap ({len(set(pids))} patients)' if boot else 'Wilson (too few patients for a bootstrap)'
-    table.attrs.update(excluded_without_birads=int((~keep).sum()), model_threshold=tuple(thr) if per_case else thr, delong=p)
+    table.attrs.update(excluded_without_birads=int((~read).sum()) if reader_birads is not None else 0, n_paired=int(read.sum()),
+                       model_threshold=tuple(thr) if per_case else thr, delong=p)
     return table
+
+def _table_row(y, scores, decisions, threshold, pids, min_boot_patients, n_boot, seed) -> dict:
+    "One row of `results_table`: AUC with its DeLong CI, the proportions with counts and CIs, N, and which CIs."
+    boot = pids is not None and len(set(pids)) >= min_boot_patients
+    keys = ['sensitivity', 'specificity', 'ppv', 'npv', 'accuracy']
+    m = binary_metrics(y, decisions, threshold)
+    if boot:
+        bs = patient_bootstrap(lambda yy, dd: {k: binary_metrics(yy, dd, threshold)[k] for k in keys}, y, decisions, patient_ids=pids, n_boot=n_boot, seed=seed)
+        cis = {k: (bs.low[k], bs.high[k]) for k in keys}
+    else: cis = {k: wilson_ci(*_proportion_counts(m, k)) for k in keys}
+    def cell(k):
+        hit, n = _proportion_counts(m, k)
+        return f'– ({_NONE[k]}) 0/0' if n == 0 else _fmt(m[k], *cis[k], pct=True, count=f'{hit}/{n}')
+    a, lo, hi = auc_ci(y, scores) if 0 < y.sum() < len(y) else (np.nan,) * 3
+    return {'AUC [95% CI]': _fmt(a, lo, hi) if np.isfinite(a) else '– (needs both classes)',
+            **{k.upper() if len(k) == 3 else k: cell(k) for k in keys},
+            'N benign / malignant': f'{(y == 0).sum()} / {(y == 1).sum()}',
+            'proportion CIs': f'patient bootstrap ({len(set(pids))} patients)' if boot else 'Wilson (too few patients for a bootstrap)'}
 
 # %% ../nbs/10_metrics.ipynb #c040
 def reader_points(labels, reader_birads, zero='exclude') -> pd.DataFrame:

@@ -5,6 +5,7 @@
 # %% ../nbs/13_pipeline.ipynb #c003
 from __future__ import annotations
 import json, shutil, time
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 import numpy as np
@@ -26,10 +27,10 @@ from .gradcam import write_cams
 from .synth import default_study
 
 # %% auto #0
-__all__ = ['NEGATIVE_CLASSES', 'SPLITS', 'study_csv', 'Ingested', 'ingest', 'StudyRun', 'Intermediate', 'check_patients_apart',
-           'load_intermediate', 'check_split', 'run_study', 'write_study_report', 'Predictions', 'predict_rois',
-           'write_predictions_report', 'Evaluation', 'read_predictions', 'evaluate_predictions',
-           'write_evaluation_report']
+__all__ = ['MEMBER_FILES', 'NEGATIVE_CLASSES', 'SPLITS', 'study_csv', 'Ingested', 'ingest', 'StudyRun', 'Intermediate',
+           'check_patients_apart', 'load_intermediate', 'check_split', 'check_study_options', 'run_study',
+           'write_study_report', 'Predictions', 'predict_rois', 'write_predictions_report', 'Evaluation',
+           'read_predictions', 'evaluate_predictions', 'write_evaluation_report']
 
 # %% ../nbs/13_pipeline.ipynb #c006
 def study_csv(data) -> Path:
@@ -97,10 +98,15 @@ def _stage1_task(patches, train_patients, cache, size, bs, seed, backbone, devic
     inter = build_patches(whole_image_task(patches, train_patients), cache, size=size, progress=False).table
     return _stage1_loaders(inter, ['no cancer', 'cancer'], bs, seed, backbone, device), inter
 
+MEMBER_FILES = ('config.json', 'model.safetensors', 'model.onnx')   # what `save_model` writes into a member folder
+
 def _drop_stale_members(folder:Path, members:list):
-    "Remove member folders of an earlier run that the current ensemble does not use."
+    "Remove the saved files of earlier members the current ensemble does not use (and their folders, once empty)."
     for f in [p.parent for p in folder.glob('*/config.json')]:
-        if f not in members: shutil.rmtree(f)
+        if f in members: continue
+        for name in MEMBER_FILES: (f / name).unlink(missing_ok=True)
+        shutil.rmtree(f / 'checkpoints', ignore_errors=True)       # an unfinished member's resume state
+        if not any(f.iterdir()): f.rmdir()
 
 # %% ../nbs/13_pipeline.ipynb #c012
 NEGATIVE_CLASSES = ('normal', 'no cancer', 'no_cancer', 'negative', 'benign', 'healthy')
@@ -135,7 +141,7 @@ def check_patients_apart(table:pd.DataFrame,  # intermediate rows with `patient_
 
 def _read_intermediate(src:Path, test_patients) -> tuple[str, pd.DataFrame]:
     "The adapter `src`'s layout calls for, and its ROI table (mini-MIAS: the study's test patients left out, as `mias_other_task` does)."
-    if src.suffix.lower() == '.csv' or (src / 'labels.csv').exists() or (src / 'rois.csv').exists(): return 'study', load_csv(study_csv(src))
+    if src.suffix.lower() == '.csv' or (src / 'labels.csv').exists() or (src / 'rois.csv').exists(): return 'study', load_csv(study_csv(src), whole_images=True)
     if (src / 'Info.txt').exists(): return 'mini-MIAS', mias_other_task(flag_off_breast(load_mias(src)), exclude_patients=list(test_patients))
     if src.is_dir() and any(src.glob('*case_description*.csv')): return 'CBIS-DDSM', load_cbis_ddsm(src, tcia_root=src)
     if src.is_dir() and sum(d.is_dir() for d in src.iterdir()) >= 2: return 'class folders', load_folder_classes(src)
@@ -178,6 +184,19 @@ def check_split(split,          # 'paper' (a held-out test set) or 'cv' (every R
         raise MCalError("split 'cv' evaluates every patient out of fold, so stage 1 cannot learn from the study's own whole images: "
                         'name an intermediate set of other patients or a stage-1 model folder (--intermediate)')
 
+# %% ../nbs/13_pipeline.ipynb #c019b
+def check_study_options(field_of_view_mm=DEFAULT_FIELD_OF_VIEW_MM, size=128, epochs=12, frozen_epochs=2, stage1_epochs=3,
+                        n_splits=3, lr=1e-3, bs=16, seed=0):
+    "Refuse, before any work, an option of `run_study` outside its range (`OptionError` naming it as the command line does)."
+    check_option('field_of_view_mm', field_of_view_mm, 0, low_open=True)
+    check_option('size', size, 32, integer=True)                       # a 32-pixel patch is one cell of a backbone's last grid
+    check_option('epochs', epochs, 1, integer=True)
+    for name, value in (('frozen_epochs', frozen_epochs), ('stage1_epochs', stage1_epochs), ('seed', seed)):
+        check_option(name, value, 0, integer=True)
+    check_option('folds', n_splits, 2, integer=True)
+    check_option('lr', lr, 0, low_open=True)
+    check_option('bs', bs, 1, integer=True)
+
 # %% ../nbs/13_pipeline.ipynb #c020
 def run_study(data=None,                  # study folder with labels.csv, or the CSV (default: data_samples/)
               out='mcal_report',          # report folder: models/, predictions.csv, results.csv, roc.*, gradcam/
@@ -199,19 +218,35 @@ def run_study(data=None,                  # study folder with labels.csv, or the
               progress=True) -> StudyRun:
     "The whole method on a study: ingest, split, stage 1, stage-2 ensemble, metrics against the reader, Grad-CAM."
     t0 = time.time()
-    data, out = study_csv(data or default_study()), Path(out)
+    given = data or default_study()
+    data = study_csv(given)
+    check_study_options(field_of_view_mm, size, epochs, frozen_epochs, stage1_epochs, n_splits, lr, bs, seed)
+    check_split(split, intermediate, train)
+    out = check_output(out, 'train', inputs=[given, intermediate])      # never a user's folder, nor an input (file or folder)
     request = dict(data=str(data), field_of_view_mm=field_of_view_mm, size=size, backbone=get_backbone(backbone).name,
                    weights=str(weights), epochs=epochs, frozen_epochs=frozen_epochs, stage1_epochs=stage1_epochs,
                    n_splits=n_splits, split=split, lr=lr, bs=bs, seed=seed, intermediate=None if intermediate is None else str(intermediate))
-    check_split(split, intermediate, train)
     progress = progress and main_process()                    # under torchrun, rank 0 alone reports
-    say = print if progress else (lambda *a, **k: None)
     resolve_device(device)                                   # a GPU asked for but absent fails now, not after ingest
-    out.mkdir(parents=True, exist_ok=True)
-    init_distributed(resolve_device(device))                # under torchrun: join the processes before any file is cut
-    ing = main_first(ingest, data, out / 'cache', field_of_view_mm, size, progress=progress)   # rank 0 cuts, the others read
-    run = StudyRun(out, data, request, ing)
-    if not (train and len(ing.patches)): return run
+    with OutputFolder(out, 'train', [given, intermediate]) if main_process() else nullcontext():
+        out.mkdir(parents=True, exist_ok=True)
+        init_distributed(resolve_device(device))            # under torchrun: join the processes before any file is cut
+        ing = main_first(ingest, data, out / 'cache', field_of_view_mm, size, progress=progress)   # rank 0 cuts, the others read
+        run = StudyRun(out, data, request, ing)
+        if train and not len(ing.patches):
+            why = f', e.g. {ing.skipped.item.iloc[0]}: {ing.skipped.reason.iloc[0]}' if len(ing.skipped) else ''
+            raise AnnotationError(f'{data}: no usable ROI to train on ({len(ing.skipped)} of {len(ing.table)} rows skipped{why})')
+        if train: _train_study(run, backbone, weights, epochs, frozen_epochs, stage1_epochs, intermediate, intermediate_spacing_mm,
+                     n_splits, split, lr, bs, seed, device, cams, progress)
+    run.seconds = time.time() - t0
+    return run
+
+# %% ../nbs/13_pipeline.ipynb #c020b
+def _train_study(run:StudyRun, backbone, weights, epochs, frozen_epochs, stage1_epochs, intermediate, intermediate_spacing_mm,
+                 n_splits, split, lr, bs, seed, device, cams, progress):
+    "`run_study`'s training: split, stage 1, the stage-2 ensemble, the results table and the CAMs, into `run`."
+    out, ing, say = run.out, run.ingested, print if progress else (lambda *a, **k: None)
+    field_of_view_mm, size = run.request['field_of_view_mm'], run.request['size']
     check_one_intent(ing.patches)
     sets = paper_split(ing.patches, seed=seed) if split == 'paper' else pd.Series('train', ing.patches.index)
     train_rois, test_rois = (ing.patches[sets == s].reset_index(drop=True) for s in ('train', 'test'))
@@ -230,87 +265,96 @@ def run_study(data=None,                  # study folder with labels.csv, or the
                               seed=seed, quiet=not progress, on_mismatch='retrain', field_of_view_mm=field_of_view_mm, data=run.stage1_data)
     say(f'stage 1: {backbone} ({weights}) → {run.stage1_data}, {time.time() - t1:.0f} s')
     t1 = time.time()
-    res = cross_validate(train_rois, out / 'models' / 'members', n_splits=n_splits, test=test_rois if len(test_rois) else None, stage1=run.stage1, epochs=epochs,
-                         frozen_epochs=frozen_epochs, lr=lr, bs=bs, seed=seed, progress=progress, on_mismatch='retrain',
+    res = cross_validate(train_rois, out / 'models' / 'members', n_splits=n_splits, test=test_rois if len(test_rois) else None, stage1=run.stage1,
+                         epochs=epochs, frozen_epochs=frozen_epochs, lr=lr, bs=bs, seed=seed, progress=progress, on_mismatch='retrain',
                          field_of_view_mm=field_of_view_mm, device=device)
     if main_process(): _drop_stale_members(out / 'models' / 'members', res['members'])
     say(f'stage 2: {len(res["members"])} members on {len(train_rois)} training ROIs, {time.time() - t1:.0f} s')
+    _evaluate_study(run, res, split, cams)
+
+def _evaluate_study(run:StudyRun, res:dict, split, cams):
+    "The predictions table with each row's threshold, the paper's table on the evaluated ROIs, and their Grad-CAM overlays."
     preds = pd.concat([res['oof'].assign(set='cv')] + ([] if res['test'] is None else [res['test'].assign(set='test')]), ignore_index=True)
-    run.predictions = preds.merge(ing.patches[['roi_id', 'patch_path']], on='roi_id', how='left')
     run.members, run.cv_auc = res['members'], auc_ci(res['oof'].label, res['oof'].prob)
     run.threshold = OperatingPoint.fit(res['oof'].label, res['oof'].prob)   # chosen on out-of-fold data, never on the test set
+    run.predictions = preds.merge(run.ingested.patches[['roi_id', 'patch_path']], on='roi_id', how='left').assign(threshold=run.threshold.threshold)
     ev = run.evaluated
     if split == 'paper': threshold = run.threshold
     else:                                                     # CV: each fold's threshold fitted on the other folds, kept with the rows
         threshold = cross_fitted_thresholds(ev.label, ev.prob, ev.held_out_by)
-        run.predictions = run.predictions.assign(threshold=threshold)
+        run.predictions['threshold'] = threshold
     run.results = results_table(ev.label, ev.prob, _reader(ev), patient_ids=ev.patient_id, threshold=threshold, n_boot=500)
-    if main_process():                                                       # in a distributed run, rank 0 alone writes
-        shutil.rmtree(out / 'gradcam', ignore_errors=True)                   # no overlay of an earlier run stays behind
-        if cams and split == 'paper': write_cams(run.members, ev, out / 'gradcam')
-        elif cams:                                                            # each ROI explained by the member that never trained on it
-            for member, rows in ev.groupby('held_out_by'): write_cams([out / 'models' / 'members' / member], rows, out / 'gradcam')
+    if main_process() and cams and split == 'paper': write_cams(run.members, ev, run.out / 'gradcam')   # rank 0 alone writes
+    elif main_process() and cams:                                           # each ROI explained by the member that never trained on it
+        for member, rows in ev.groupby('held_out_by'): write_cams([run.out / 'models' / 'members' / member], rows, run.out / 'gradcam')
     distrib_barrier()
-    run.seconds = time.time() - t0
-    return run
 
 def _reader(table:pd.DataFrame):
     "The reader's BI-RADS column when the table has one with any value, else None."
     return table['birads'] if 'birads' in table and table['birads'].notna().any() else None
 
 # %% ../nbs/13_pipeline.ipynb #c028
-def _atomic_text(path:Path, text:str):
-    tmp = path.with_name(path.name + '.tmp'); tmp.write_text(text); tmp.replace(path)
-
 def _contact_sheet(patches:pd.DataFrame, path:Path, limit=64):
     "The first `limit` patches with outlines, ids and labels, as a PNG."
     rows = patches.head(limit)
     loaded = [load_patch(p) for p in rows.patch_path]
     fig = show_patches([i for i, _ in loaded], [m for _, m in loaded], [f'{r}\n{l}' for r, l in zip(rows.roi_id, rows.label)],
                        colours=['firebrick' if l == 'malignant' else 'black' for l in rows.label])
-    tmp = path.with_name(path.stem + '.tmp.png'); fig.savefig(tmp, dpi=90); tmp.replace(path)
+    atomic_write(path, lambda p: fig.savefig(p, dpi=90))
 
 # %% ../nbs/13_pipeline.ipynb #c029
+def _table_notes(results:pd.DataFrame) -> list:
+    "What a reader of the results table must know: which cases each row is on."
+    missing = results.attrs.get('excluded_without_birads', 0)
+    if not missing or 'reader (BI-RADS ≥ 4)' not in results.index: return []
+    return [f'- the model\'s row is on every ROI; the reader\'s row and the paired DeLong test are on the {results.attrs["n_paired"]} ROIs '
+            f'with a usable BI-RADS ({missing} without one, or BI-RADS 0)']
+
+def _model_lines(run:StudyRun) -> list:
+    "The report's double-transfer-learning section, writing the tables, threshold and ROC it shows."
+    out, ev, (a, lo, hi), cv = run.out, run.evaluated, run.cv_auc, run.request.get('split') == 'cv'
+    atomic_write(out / 'predictions.csv', lambda p: run.predictions.to_csv(p, index=False))
+    atomic_write(out / 'results.csv', lambda p: run.results.rename_axis('who').to_csv(p))
+    atomic_write(out / 'models' / 'threshold.json', json.dumps(dict(threshold=run.threshold.threshold, fitted_on='out-of-fold predictions',
+                                                                    rule='Youden', n=len(run.oof))))
+    what, marked = ('every ROI out of fold', None) if cv else ('held-out test ROIs', run.threshold)   # CV: no single honest threshold to mark
+    roc = roc_figure(ev.label, ev.prob, _reader(ev), threshold=marked, title=f'{what} (N={len(ev)})')
+    atomic_write(out / 'roc.html', lambda p: roc.write_html(p, include_plotlyjs=True))
+    fig = roc_plot(ev.label, ev.prob, _reader(ev), threshold=marked, title=f'{what}, {len(run.members)} members')
+    atomic_write(out / 'roc.png', lambda p: fig.savefig(p, dpi=90))
+    counts = f'N = {len(ev)} ({int((ev.label == "malignant").sum())} malignant) on {ev.patient_id.nunique()} patients'
+    evaluated = ([f'- evaluated (CV split, no held-out test set): every ROI, by the member that held it out; {counts}; each fold\'s '
+                  f'threshold fitted on the other folds\' predictions (Youden, cross-fitted); threshold saved for new ROIs '
+                  f'{run.threshold.threshold:.3f} (Youden on all out-of-fold predictions)'] if cv else
+                 [f'- held-out test ROIs: {counts}; model threshold {run.threshold.threshold:.3f} (Youden on the out-of-fold predictions)'])
+    return ['', '## Double transfer learning', '',
+            f'- backbone {run.request["backbone"]}, weights {run.request["weights"]} → stage 1 ({run.stage1_data}) '
+            f'→ stage 2 ({len(run.members)}-fold ensemble)',
+            f'- cross-validated AUC (out-of-fold, training ROIs): {a:.3f} [{lo:.3f}, {hi:.3f}], N = {len(run.oof)}',
+            *evaluated, *_table_notes(run.results), '', '```', run.results.to_string(), '```', '',
+            '![ROC](roc.png) (interactive: [roc.html](roc.html)); Grad-CAM overlays in `gradcam/`'
+            + (', each by the member that held the ROI out.' if cv else '.')]
+
 def write_study_report(run:StudyRun) -> Path:
     "Write the report folder of `run`: report.md, rois.csv, skipped.csv, predictions.csv, results.csv, roc.png/html, contact sheet."
-    out, ing = run.out, run.ingested
-    ing.table.merge(ing.patches[['roi_id', 'patch_path']], on='roi_id', how='left').to_csv(out / 'rois.csv', index=False)
-    ing.skipped.to_csv(out / 'skipped.csv', index=False)
-    if len(ing.patches): _contact_sheet(ing.patches, out / 'contact_sheet.png')
-    synthetic = (run.data.parent / 'synth.json').exists()
-    p = ing.patches
-    lines = ['# mcal report', '', f'Study: `{run.data}`' + (' (SYNTHETIC: generated by mcal.synth, no patient data)' if synthetic else ''), '',
-             f'- rows in the CSV: {len(ing.table)}; usable: {len(usable(ing.table))}; patches cut: {len(p)}; skipped: {len(ing.skipped)}',
-             f'- patients: {p.patient_id.nunique() if len(p) else 0}; labels: {p.label.value_counts().to_dict() if len(p) else {}}',
-             f'- field of view {run.request["field_of_view_mm"]} mm → {run.request["size"]} px '
-             f'({run.request["field_of_view_mm"] / run.request["size"]:.3f} mm per pixel)']
-    if run.predictions is not None:
-        run.predictions.to_csv(out / 'predictions.csv', index=False)
-        run.results.rename_axis('who').to_csv(out / 'results.csv')
-        _atomic_text(out / 'models' / 'threshold.json', json.dumps(dict(threshold=run.threshold.threshold, fitted_on='out-of-fold predictions',
-                                                                        rule='Youden', n=len(run.oof))))
-        ev, (a, lo, hi), cv = run.evaluated, run.cv_auc, run.request.get('split') == 'cv'
-        what, marked = ('every ROI out of fold', None) if cv else ('held-out test ROIs', run.threshold)   # CV: no single honest threshold to mark
-        roc_figure(ev.label, ev.prob, _reader(ev), threshold=marked, title=f'{what} (N={len(ev)})').write_html(out / 'roc.html', include_plotlyjs=True)
-        fig = roc_plot(ev.label, ev.prob, _reader(ev), threshold=marked, title=f'{what}, {len(run.members)} members')
-        fig.savefig(out / 'roc.tmp.png', dpi=90); (out / 'roc.tmp.png').replace(out / 'roc.png')
-        counts = f'N = {len(ev)} ({int((ev.label == "malignant").sum())} malignant) on {ev.patient_id.nunique()} patients'
-        evaluated = ([f'- evaluated (CV split, no held-out test set): every ROI, by the member that held it out; {counts}; each fold\'s '
-                      f'threshold fitted on the other folds\' predictions (Youden, cross-fitted); threshold saved for new ROIs '
-                      f'{run.threshold.threshold:.3f} (Youden on all out-of-fold predictions)'] if cv else
-                     [f'- held-out test ROIs: {counts}; model threshold {run.threshold.threshold:.3f} (Youden on the out-of-fold predictions)'])
-        lines += ['', '## Double transfer learning', '',
-                  f'- backbone {run.request["backbone"]}, weights {run.request["weights"]} → stage 1 ({run.stage1_data}) '
-                  f'→ stage 2 ({len(run.members)}-fold ensemble)',
-                  f'- cross-validated AUC (out-of-fold, training ROIs): {a:.3f} [{lo:.3f}, {hi:.3f}], N = {len(run.oof)}',
-                  *evaluated, '', '```', run.results.to_string(), '```', '',
-                  '![ROC](roc.png) (interactive: [roc.html](roc.html)); Grad-CAM overlays in `gradcam/`'
-                  + (', each by the member that held the ROI out.' if cv else '.')]
-    lines += ['', f'- time: {run.seconds:.1f} s', '', '![contact sheet](contact_sheet.png)', '']
-    if len(ing.skipped): lines += ['## Skipped', ''] + [f'- {r.item}: {r.error}: {r.reason}' for r in ing.skipped.itertuples()]
-    if run.stage1_skipped is not None and len(run.stage1_skipped):
-        lines += ['', '## Skipped in the intermediate set', ''] + [f'- {r.item}: {r.error}: {r.reason}' for r in run.stage1_skipped.itertuples()]
-    _atomic_text(out / 'report.md', '\n'.join(lines) + '\n')
+    out, ing, p = run.out, run.ingested, run.ingested.patches
+    with OutputFolder(out, 'train', fresh=False):
+        atomic_write(out / 'rois.csv', lambda f: ing.table.merge(p[['roi_id', 'patch_path']], on='roi_id', how='left').to_csv(f, index=False))
+        atomic_write(out / 'skipped.csv', lambda f: ing.skipped.to_csv(f, index=False))
+        if len(p): _contact_sheet(p, out / 'contact_sheet.png')
+        synthetic = (run.data.parent / 'synth.json').exists()
+        lines = ['# mcal report', '', f'Study: `{run.data}`' + (' (SYNTHETIC: generated by mcal.synth, no patient data)' if synthetic else ''), '',
+                 f'- rows in the CSV: {len(ing.table)}; usable: {len(usable(ing.table))}; patches cut: {len(p)}; skipped: {len(ing.skipped)}',
+                 f'- patients: {p.patient_id.nunique() if len(p) else 0}; labels: {p.label.value_counts().to_dict() if len(p) else {}}',
+                 f'- field of view {run.request["field_of_view_mm"]} mm → {run.request["size"]} px '
+                 f'({run.request["field_of_view_mm"] / run.request["size"]:.3f} mm per pixel)']
+        if run.predictions is not None: lines += _model_lines(run)
+        else: lines += ['', '- no model: this run only ingested the study (nothing trained)']
+        lines += ['', f'- time: {run.seconds:.1f} s', ''] + (['![contact sheet](contact_sheet.png)', ''] if len(p) else [])
+        if len(ing.skipped): lines += ['## Skipped', ''] + [f'- {r.item}: {r.error}: {r.reason}' for r in ing.skipped.itertuples()]
+        if run.stage1_skipped is not None and len(run.stage1_skipped):
+            lines += ['', '## Skipped in the intermediate set', ''] + [f'- {r.item}: {r.error}: {r.reason}' for r in run.stage1_skipped.itertuples()]
+        atomic_write(out / 'report.md', '\n'.join(lines) + '\n')
     return out / 'report.md'
 
 # %% ../nbs/13_pipeline.ipynb #c032
@@ -322,21 +366,10 @@ class Predictions:
     members: list
     config: dict                 # the first member's config (backbone, field of view, patch size ...)
     ingested: Ingested
-    predictions: pd.DataFrame    # roi_id, patient_id, label, birads, one column per member, prob
+    predictions: pd.DataFrame    # roi_id, patient_id, label, birads, one column per member, prob, threshold
     threshold: float
     threshold_source: str
     seconds: float = 0.0
-
-def _output_folder(out, model:Path, data) -> Path:
-    "`out`, resolved, if it may be (re)written: absent, empty, or an earlier predictions folder that holds neither model nor data."
-    out, model, data = Path(out).resolve(), Path(model).resolve(), Path(data).resolve()
-    for other, what in ((model, 'the model'), (data, 'the input')):
-        if out == other or out in other.parents or other in out.parents:
-            raise AnnotationError(f'--out {out} would overwrite or hold {what} ({other}): choose another output folder')
-    earlier = (out / 'predictions.csv').exists() and (out / 'report.html').exists()
-    if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not earlier)):
-        raise AnnotationError(f'--out {out} exists and is not an earlier mcal predictions folder: choose a new or empty folder')
-    return out
 
 def _check_intent(cfg:dict, patches:pd.DataFrame, model:Path):
     "Refuse input whose DICOM presentation intent differs from the images the model was trained on."
@@ -361,32 +394,26 @@ def predict_rois(model,                 # saved model folder, folder of members,
                  method='gradcam',      # CAM method
                  engine='auto',         # 'auto' (ONNX Runtime when installed and the model has model.onnx), 'onnx' or 'torch'
                  progress=True) -> Predictions:
-    "Apply a saved ensemble to a study's ROIs: predictions.csv, gradcam/, report.html, skipped.csv in `out`."
+    "Apply a saved ensemble to a study's ROIs: predictions.csv (with the threshold), gradcam/, report.html, skipped.csv in `out`."
     t0 = time.time()
     model = Path(model); members = model_members(model); cfg = read_config(members[0])
-    out = _output_folder(out, model, data); work = out.with_name(out.name + '.partial')
-    if work.exists(): shutil.rmtree(work)
-    work.mkdir(parents=True)
-    try:
-        ing = ingest(data, work / 'cache', cfg['field_of_view_mm'], cfg['patch_size'], require_labels=False, progress=progress)
+    with OutputFolder(out, 'predict', inputs=[model, data]) as out:      # a failed run leaves nothing of its own behind
+        ing = ingest(data, out / 'cache', cfg['field_of_view_mm'], cfg['patch_size'], require_labels=False, progress=progress)
         _check_intent(cfg, ing.patches, model)
         preds = ensemble_predictions(members, ing.patches, tta=tta, engine=engine) if len(ing.patches) else pd.DataFrame(columns=['roi_id', 'prob'])
-        if cams and len(ing.patches): write_cams(members, ing.patches.merge(preds[['roi_id', 'prob']], on='roi_id'), work / 'gradcam', method, progress)
+        if cams and len(ing.patches): write_cams(members, ing.patches.merge(preds[['roi_id', 'prob']], on='roi_id'), out / 'gradcam', method, progress)
         threshold, source = _threshold_of(model)
-        result = Predictions(out, model, members, cfg, ing, preds, threshold, source, time.time() - t0)
-        write_predictions_report(result, work)
-        shutil.rmtree(work / 'cache', ignore_errors=True)
-        if out.exists(): shutil.rmtree(out)
-        work.replace(out)
-    finally: shutil.rmtree(work, ignore_errors=True)                     # nothing half-written is left behind
+        result = Predictions(out, model, members, cfg, ing, preds.assign(threshold=threshold), threshold, source, time.time() - t0)
+        write_predictions_report(result, out)
+        shutil.rmtree(out / 'cache', ignore_errors=True)                # the patches were cut for this run only
     return result
 
 # %% ../nbs/13_pipeline.ipynb #c034
 def write_predictions_report(pred:Predictions, folder=None) -> Path:
     "Write predictions.csv, skipped.csv and report.html (ROC and the paper's table when labels are given) into `folder`."
     folder = Path(folder or pred.out); p, ing = pred.predictions, pred.ingested
-    p.to_csv(folder / 'predictions.csv', index=False)
-    ing.skipped.to_csv(folder / 'skipped.csv', index=False)
+    atomic_write(folder / 'predictions.csv', lambda f: p.to_csv(f, index=False))
+    atomic_write(folder / 'skipped.csv', lambda f: ing.skipped.to_csv(f, index=False))
     cfg = pred.config
     html = [f'<h1>mcal predictions</h1><p>model: {pred.model} ({len(pred.members)} member(s), {cfg["backbone"]}, '
             f'{cfg["field_of_view_mm"]} mm → {cfg["patch_size"]} px); threshold {pred.threshold:.3f}: {pred.threshold_source}</p>',
@@ -402,7 +429,7 @@ def write_predictions_report(pred:Predictions, folder=None) -> Path:
     elif len(y): html.append('<p>No ROC: the input has no labels for both classes (predictions only).</p>')
     if len(ing.skipped): html += ['<h2>Skipped</h2>', ing.skipped.to_html(index=False)]
     html += ['<h2>Predictions</h2>', p.to_html(index=False, float_format=lambda v: f'{v:.3f}')]
-    _atomic_text(folder / 'report.html', '<html><head><meta charset="utf-8"><title>mcal predictions</title></head><body>'
+    atomic_write(folder / 'report.html', '<html><head><meta charset="utf-8"><title>mcal predictions</title></head><body>'
                  + '\n'.join(html) + '</body></html>')
     return folder / 'report.html'
 
@@ -418,6 +445,33 @@ class Evaluation:
     avoided: dict = None         # benign biopsies avoided at the reader's sensitivity (None without a model and a reader)
     calibration: dict = None     # brier, ece, reliability bins (None without model probabilities)
     threshold: float = 0.5
+    threshold_source: str = ''   # where the threshold came from, in words
+    score_col: str = 'prob'      # the column scored: 'prob' is a probability, anything else a score of any range
+
+# %% ../nbs/13_pipeline.ipynb #c038b
+def _read_raw(path:Path) -> pd.DataFrame:
+    "A CSV as text columns; `AnnotationError` naming the file when it is empty, unreadable or (a hint) semicolon-separated."
+    try: raw = pd.read_csv(path, dtype=str, keep_default_na=False)
+    except pd.errors.EmptyDataError: raise AnnotationError(f'{path}: the file is empty (no header, no rows)') from None
+    except (pd.errors.ParserError, UnicodeDecodeError) as e: raise AnnotationError(f'{path}: not a readable CSV ({e})') from None
+    if len(raw.columns) == 1 and ';' in raw.columns[0]:
+        raise AnnotationError(f'{path}: one column {raw.columns[0]!r}: the file looks semicolon-separated; mcal reads comma-separated CSV')
+    return raw
+
+def _row_problem(r, score_col, probability:bool, seen:set) -> tuple[str|None, str|None, float, str|None]:
+    "(reason to skip or None, label, score, BI-RADS) of one predictions row."
+    try: label = normalise_label(r['label'])
+    except LabelError as e: return f'label: {e}', None, np.nan, None
+    score = pd.to_numeric(r[score_col], errors='coerce') if score_col else np.nan
+    if score_col and not np.isfinite(score): return f'{score_col} {r[score_col]!r} is not a number', label, score, None
+    if probability and not 0 <= score <= 1:
+        hint = ' (a percentage? mcal reads probabilities: divide by 100)' if 1 < score <= 100 else ''
+        return f'{score_col} {r[score_col]!r} is outside [0, 1]{hint}', label, score, None
+    if not str(r['patient_id']).strip(): return 'no patient_id', label, score, None
+    if r['roi_id'] in seen: return f'roi_id {r["roi_id"]!r} repeats an earlier row', label, score, None
+    try: birads = normalise_birads(r['birads']) if 'birads' in r else None
+    except MCalError as e: return f'birads: {e}', label, score, None
+    return None, label, score, birads
 
 def read_predictions(path,           # predictions CSV, or a folder of CBIS-DDSM case CSVs
                      score_col=None # the score column (default: prob, else score)
@@ -425,13 +479,13 @@ def read_predictions(path,           # predictions CSV, or a folder of CBIS-DDSM
     "A predictions CSV (or a folder of CBIS-DDSM case CSVs: reader only) as (usable rows, skipped rows with reasons)."
     path = Path(path)
     if path.is_dir():
-        from mcal.datasets import load_cbis_ddsm
+        if not any(path.glob('*case_description*.csv')):
+            raise AnnotationError(f'{path}: a folder, but no CBIS-DDSM case CSV (*case_description*.csv) in it; give a predictions CSV or such a folder')
         t = load_cbis_ddsm(path, lesion_types=['calcification'])
         t = t[t.pathology != 'BENIGN_WITHOUT_CALLBACK']             # biopsied calcifications, as in the paper
         return t[['roi_id', 'patient_id', 'label', 'birads']].assign(score=np.nan, threshold=np.nan).reset_index(drop=True), pd.DataFrame(columns=['item', 'error', 'reason'])
     if not path.exists(): raise AnnotationError(f'{path}: no such predictions file')
-    try: raw = pd.read_csv(path, dtype=str, keep_default_na=False)
-    except (pd.errors.ParserError, UnicodeDecodeError) as e: raise AnnotationError(f'{path}: not a readable CSV ({e})') from None
+    raw = _read_raw(path)
     if 'set' in raw and (raw['set'] == 'test').any(): raw = raw[raw['set'] == 'test']   # an mcal report: the held-out test rows only
     if score_col and score_col not in raw: raise AnnotationError(f'{path}: no column {score_col!r} (columns: {", ".join(raw.columns)})')
     score_col = score_col or next((c for c in ('prob', 'score') if c in raw), None)
@@ -439,81 +493,100 @@ def read_predictions(path,           # predictions CSV, or a folder of CBIS-DDSM
     if missing: raise AnnotationError(f'{path}: missing column(s) {missing}; a predictions CSV has roi_id, patient_id, label, prob (or score) and optionally birads')
     rows, skipped, seen = [], [], set()
     for i, r in raw.iterrows():
-        line, why = i + 2, None                                      # the header is line 1
-        try: label = normalise_label(r['label'])
-        except LabelError as e: label, why = None, f'label: {e}'
-        score = pd.to_numeric(r[score_col], errors='coerce') if score_col else np.nan
-        if why is None and score_col and not np.isfinite(score): why = f'{score_col} {r[score_col]!r} is not a number'
-        if why is None and not str(r['patient_id']).strip(): why = 'no patient_id'
-        if why is None and r['roi_id'] in seen: why = f'roi_id {r["roi_id"]!r} repeats an earlier row'
-        if why is None and label not in ('benign', 'malignant'): why = f'label {r["label"]!r} is not benign or malignant'
-        birads = None
-        if why is None and 'birads' in raw and str(r['birads']).strip():
-            try: birads = normalise_birads(r['birads'])
-            except MCalError as e: why = f'birads: {e}'
-        if why: skipped.append(dict(item=f'line {line} ({r["roi_id"]})', error='row', reason=why)); continue
+        why, label, score, birads = _row_problem(r, score_col, score_col == 'prob', seen)
+        if why: skipped.append(dict(item=f'line {i + 2} ({r["roi_id"]})', error='row', reason=why)); continue   # the header is line 1
         seen.add(r['roi_id'])
-        threshold = pd.to_numeric(r['threshold'], errors='coerce') if 'threshold' in raw else np.nan   # mcal's CV rows: cross-fitted
+        threshold = pd.to_numeric(r['threshold'], errors='coerce') if 'threshold' in raw else np.nan   # mcal's: fitted in training
         rows.append(dict(roi_id=r['roi_id'], patient_id=r['patient_id'], label=label, score=float(score), birads=birads, threshold=threshold))
-    columns = ['roi_id', 'patient_id', 'label', 'score', 'birads', 'threshold']
-    return pd.DataFrame(rows, columns=columns), pd.DataFrame(skipped, columns=['item', 'error', 'reason'])
+    table = pd.DataFrame(rows, columns=['roi_id', 'patient_id', 'label', 'score', 'birads', 'threshold'])
+    table.attrs.update(score_col=score_col, birads_column='birads' in raw)   # 'prob' is a probability, any other a score of any range
+    return table, pd.DataFrame(skipped, columns=['item', 'error', 'reason'])
+
+# %% ../nbs/13_pipeline.ipynb #c038c
+def _threshold_for(t:pd.DataFrame, threshold, probability:bool) -> tuple:
+    "The model threshold to apply (a number, or one per row) and where it came from, in words."
+    if threshold is not None:
+        if probability: check_option('threshold', threshold, 0, 1)
+        return threshold, f'{threshold:g}, as given (--threshold)'
+    if len(t) and t.threshold.notna().all():
+        if t.threshold.nunique() == 1: return float(t.threshold.iloc[0]), f'{t.threshold.iloc[0]:.3f}, from the table\'s threshold column (fitted when the model was trained)'
+        return t.threshold.to_numpy(), "each row's own, from the table's threshold column (mcal's CV split: fitted on the other folds)"
+    return 0.5, 'default 0.5: the table has no complete threshold column; give --threshold to choose one'
 
 def evaluate_predictions(path,              # predictions CSV (mcal's or any tool's), or a folder of CBIS-DDSM case CSVs
                          score_col=None,    # the score column (default: prob, else score)
-                         threshold=None,    # the model's operating threshold; None: the CSV's `threshold` column if complete (mcal's CV runs), else 0.5
+                         threshold=None,    # the model's operating threshold; None: the CSV's `threshold` column if complete (mcal's), else 0.5
                          n_boot=1000, seed=0) -> Evaluation:
     "The paper's table, calibration, decision curve and biopsies avoided for a predictions table."
+    check_option('n_boot', n_boot, 1, integer=True)
     t, skipped = read_predictions(path, score_col)
-    if threshold is None: threshold = t.threshold.to_numpy() if len(t) and t.threshold.notna().all() else 0.5
-    if t.label.nunique() < 2: raise AnnotationError(f'{path}: {len(t)} usable rows with label(s) {sorted(t.label.unique())}: an evaluation needs both benign and malignant')
+    score_col = t.attrs.get('score_col') or 'score'
+    has_model, probs = t.score.notna().all() and len(t) > 0, score_col == 'prob'
+    threshold, source = _threshold_for(t, threshold, probs)
+    if t.label.nunique() < 2:
+        why = f'; {len(skipped)} rows skipped, e.g. {skipped.item.iloc[0]}: {skipped.reason.iloc[0]}' if len(skipped) else ''
+        raise AnnotationError(f'{path}: {len(t)} usable rows with label(s) {sorted(t.label.unique())}: an evaluation needs both benign and malignant{why}')
     reader = t.birads if t.birads.notna().any() else None
-    has_model = t.score.notna().all()
     if not has_model and reader is None: raise AnnotationError(f'{path}: neither scores nor BI-RADS to evaluate')
     if has_model: results = results_table(t.label, t.score, reader, patient_ids=t.patient_id, threshold=threshold, n_boot=n_boot, seed=seed)
     else:
         k = t[t.birads.map(lambda b: np.isfinite(birads_score([b])[0]))]
         results = pd.DataFrame({'reader (BI-RADS ≥ 4)': reader_analysis(k, n_boot=n_boot, seed=seed)}).T
-    probs = has_model and t.score.between(0, 1).all()
-    decision = decision_curve(t.label, t.score if probs else np.zeros(len(t)), reader) if (probs or reader is not None) else None
-    if decision is not None and not probs: decision = decision[decision.strategy != 'model']      # a reader-only or uncalibrated table
+    calibrated = has_model and probs
+    decision = decision_curve(t.label, t.score if calibrated else np.zeros(len(t)), reader) if (calibrated or reader is not None) else None
+    if decision is not None and not calibrated: decision = decision[decision.strategy != 'model']      # a reader-only or uncalibrated table
     avoided = biopsies_avoided(t.label, t.score, reader, t.patient_id, n_boot=n_boot, seed=seed) if has_model and reader is not None else None
     calib = dict(brier=brier(t.label, t.score), ece=expected_calibration_error(t.label, t.score),
-                 reliability=reliability(t.label, t.score)) if probs else None
-    return Evaluation(Path(path), t, skipped, results, decision, avoided, calib, threshold)
+                 reliability=reliability(t.label, t.score)) if calibrated else None
+    return Evaluation(Path(path), t, skipped, results, decision, avoided, calib, threshold, source, score_col)
+
+# %% ../nbs/13_pipeline.ipynb #c038d
+def _reader_note(t:pd.DataFrame) -> str:
+    "Why an evaluation has no reader row."
+    return ('No reader row: the `birads` column is blank on every usable row.' if t.attrs.get('birads_column') else
+            'No reader row: the table has no `birads` column.')
+
+def _avoided_lines(a:dict) -> list:
+    sign = ('' if a['avoided_per_100'] >= 0 else
+            ' A negative number means that the model, at a threshold that keeps the reader\'s sensitivity, would send *more* benign cases to biopsy than the reader.')
+    return ['## Benign biopsies avoided at the reader\'s sensitivity', '',
+            f'{a["avoided_per_100"]:.1f} per 100 biopsies [{a["ci_low"]:.1f}, {a["ci_high"]:.1f}] (patient bootstrap); reader '
+            f'sensitivity {a["reader_sensitivity"]:.2f}, model at threshold {a["model_threshold"]:.3f}: sensitivity {a["model_sensitivity"]:.2f}; '
+            f'benign biopsies {a["reader_benign_biopsies"]} (reader) vs {a["model_benign_biopsies"]} (model) of N = {a["n"]}.{sign}', '']
 
 def write_evaluation_report(ev:Evaluation, # from `evaluate_predictions`
-                            out            # the report folder (created)
+                            out            # the report folder (new, empty, or an earlier evaluation's)
                            ) -> Path:
     "Write results.csv, roc.png/html, calibration.png/csv, decision_curve.png/csv, biopsies_avoided.json, skipped.csv, report.md into `out`."
-    out = Path(out); out.mkdir(parents=True, exist_ok=True)
     t, reader = ev.table, (ev.table.birads if ev.table.birads.notna().any() else None)
-    ev.results.rename_axis('who').to_csv(out / 'results.csv'); ev.skipped.to_csv(out / 'skipped.csv', index=False)
-    lines = ['# mcal evaluation', '', f'Predictions: `{ev.source}`; usable rows: {len(t)} on {t.patient_id.nunique()} patients '
-             f'({int((t.label == "malignant").sum())} malignant); skipped: {len(ev.skipped)}', '', '```', ev.results.to_string(), '```', '']
-    def save(fig, name):
-        fig.savefig(out / f'{name}.tmp.png', dpi=90); (out / f'{name}.tmp.png').replace(out / f'{name}.png')
-    if t.score.notna().all():
-        marked = ev.threshold if np.ndim(ev.threshold) == 0 else None          # per-ROI thresholds: no single point to mark
-        save(roc_plot(t.label, t.score, reader, threshold=marked, title=f'ROC (N={len(t)})'), 'roc')
-        roc_figure(t.label, t.score, reader, threshold=marked, title=f'ROC (N={len(t)})').write_html(out / 'roc.html', include_plotlyjs=True)
-        lines += [f'Model threshold: {marked:.3f}' if marked is not None else
-                  "Model threshold: each row's own, from the CSV's `threshold` column (mcal's CV split: fitted on the other folds)", '',
-                  '![ROC](roc.png) (interactive: [roc.html](roc.html))', '']
-    if ev.calibration:
-        ev.calibration['reliability'].to_csv(out / 'calibration.csv', index=False)
-        save(reliability_plot(t.label, t.score), 'calibration')
-        lines += [f'## Calibration', '', f'Brier {ev.calibration["brier"]:.3f}, ECE {ev.calibration["ece"]:.3f} (10 equal-width bins)', '', '![calibration](calibration.png)', '']
-    if ev.decision is not None:
-        ev.decision.to_csv(out / 'decision_curve.csv', index=False)
-        save(decision_curve_plot(ev.decision), 'decision_curve')
-        lines += ['## Decision curve (dcurves)', '', '![decision curve](decision_curve.png)', '']
-    if ev.avoided:
-        a = ev.avoided
-        _atomic_text(out / 'biopsies_avoided.json', json.dumps(a, indent=2, default=float))
-        lines += ['## Benign biopsies avoided at the reader\'s sensitivity', '',
-                  f'{a["avoided_per_100"]:.1f} per 100 biopsies [{a["ci_low"]:.1f}, {a["ci_high"]:.1f}] (patient bootstrap); reader '
-                  f'sensitivity {a["reader_sensitivity"]:.2f}, model at threshold {a["model_threshold"]:.3f}: sensitivity {a["model_sensitivity"]:.2f}; '
-                  f'benign biopsies {a["reader_benign_biopsies"]} (reader) vs {a["model_benign_biopsies"]} (model) of N = {a["n"]}', '']
-    if len(ev.skipped): lines += ['## Skipped', ''] + [f'- {r.item}: {r.reason}' for r in ev.skipped.itertuples()]
-    _atomic_text(out / 'report.md', '\n'.join(lines) + '\n')
+    with OutputFolder(out, 'evaluate', inputs=[ev.source]) as out:      # what an earlier evaluation wrote is replaced, nothing else
+        atomic_write(out / 'results.csv', lambda f: ev.results.rename_axis('who').to_csv(f))
+        atomic_write(out / 'skipped.csv', lambda f: ev.skipped.to_csv(f, index=False))
+        lines = ['# mcal evaluation', '', f'Predictions: `{ev.source}`; usable rows: {len(t)} on {t.patient_id.nunique()} patients '
+                 f'({int((t.label == "malignant").sum())} malignant); skipped: {len(ev.skipped)}', '', *_table_notes(ev.results),
+                 *([] if reader is not None else ['', _reader_note(t)]), '', '```', ev.results.to_string(), '```', '']
+        save = lambda fig, name: atomic_write(out / f'{name}.png', lambda f: fig.savefig(f, dpi=90))
+        if t.score.notna().all():
+            marked = ev.threshold if np.ndim(ev.threshold) == 0 else None          # per-ROI thresholds: no single point to mark
+            save(roc_plot(t.label, t.score, reader, threshold=marked, title=f'ROC (N={len(t)})'), 'roc')
+            roc = roc_figure(t.label, t.score, reader, threshold=marked, title=f'ROC (N={len(t)})')
+            atomic_write(out / 'roc.html', lambda f: roc.write_html(f, include_plotlyjs=True))
+            lines += [f'Model threshold: {ev.threshold_source}', '', '![ROC](roc.png) (interactive: [roc.html](roc.html))', '']
+        if ev.calibration:
+            atomic_write(out / 'calibration.csv', lambda f: ev.calibration['reliability'].to_csv(f, index=False))
+            save(reliability_plot(t.label, t.score), 'calibration')
+            lines += ['## Calibration', '', f'Brier {ev.calibration["brier"]:.3f}, ECE {ev.calibration["ece"]:.3f} (10 equal-width bins)', '',
+                      '![calibration](calibration.png)', '']
+        elif t.score.notna().all():
+            lines += ['## Calibration', '', f'Not measured: `{ev.score_col}` is a score, not a probability in [0, 1] (only a `prob` column is '
+                      'read as one), so neither calibration nor the model\'s decision curve applies.', '']
+        if ev.decision is not None:
+            atomic_write(out / 'decision_curve.csv', lambda f: ev.decision.to_csv(f, index=False))
+            save(decision_curve_plot(ev.decision), 'decision_curve')
+            lines += ['## Decision curve (dcurves)', '', '![decision curve](decision_curve.png)', '']
+        if ev.avoided:
+            atomic_write(out / 'biopsies_avoided.json', json.dumps(ev.avoided, indent=2, default=float))
+            lines += _avoided_lines(ev.avoided)
+        if len(ev.skipped): lines += ['## Skipped', ''] + [f'- {r.item}: {r.reason}' for r in ev.skipped.itertuples()]
+        atomic_write(out / 'report.md', '\n'.join(lines) + '\n')
     return out / 'report.md'

@@ -1,4 +1,5 @@
-"Shared fixtures: the real data beside the checkout, and small files the tests write."
+"Shared fixtures: the real data beside the checkout, and small files the tests write; a subprocess runner with a hang guard."
+import subprocess
 from pathlib import Path
 import numpy as np
 import pytest
@@ -15,3 +16,13 @@ def data_dir():
 @pytest.fixture
 def pixels():
     return (np.random.default_rng(0).random((120, 100)) * 3000 + 500).astype(np.uint16)
+
+
+HANG_GUARD_S = 1800   # only a hang guard: a slow or busy machine never fails a correct run; a run past it has hung
+
+
+def run_guarded(cmd, **kwargs) -> subprocess.CompletedProcess:
+    "`subprocess.run(cmd)` with captured text output; a run that has not ended after `HANG_GUARD_S` fails the test as a hang."
+    try: return subprocess.run(cmd, capture_output=True, text=True, timeout=HANG_GUARD_S, **kwargs)
+    except subprocess.TimeoutExpired as e:
+        pytest.fail(f'hung: {" ".join(map(str, cmd))} had not ended after {HANG_GUARD_S} s\n{(e.stdout or b"")[-2000:]!r}')

@@ -10,6 +10,8 @@ import os, secrets, shutil, socket, subprocess, sys, tempfile, time, urllib.requ
 from pathlib import Path
 import pytest
 
+pytestmark = [pytest.mark.browser, pytest.mark.slow]
+
 REPO = Path(__file__).resolve().parent.parent
 ARTIFACTS = REPO / 'tests' / 'artifacts'
 CHROMIUM = next((p for p in (os.environ.get('MCAL_CHROMIUM'), shutil.which('chromium'), shutil.which('chromium-browser'),

@@ -1,14 +1,15 @@
 "The `mcal` console command, run as a user runs it."
-import subprocess, sys
+import sys
 from pathlib import Path
+import numpy as np
 import pandas as pd
 import pytest
+from conftest import run_guarded
 from mcal.synth import make_study
 
 
 def _mcal(*args, cwd=None):
-    return subprocess.run([sys.executable, '-c', 'import sys; from mcal.cli import main; sys.exit(main())', *args],
-                          capture_output=True, text=True, cwd=cwd, timeout=300)
+    return run_guarded([sys.executable, '-c', 'import sys; from mcal.cli import main; sys.exit(main())', *args], cwd=cwd)
 
 
 def test_demo_writes_report(tmp_path):
@@ -170,3 +171,198 @@ def test_predict_reports_a_bad_row_and_goes_on(trained, tmp_path):
     skipped = pd.read_csv(tmp_path / 'pred' / 'skipped.csv')
     assert set(skipped.item) == {rows.roi_id[3], rows.roi_id[5]}
     assert len(pd.read_csv(tmp_path / 'pred' / 'predictions.csv')) == 30
+
+
+# ---- Never lose a user's file, never print a silently wrong number (each test named after what it pins) ----
+# Most run `mcal` in this process (`main`, the console command's entry point) to spare an interpreter start-up per call;
+# where another process matters (the lock, a warning printed at import), they start one.
+
+def _here(capsys, *args):
+    "`mcal ARGS` run in this process: its exit status and what it printed, as `subprocess.run` reports them."
+    from types import SimpleNamespace
+    from mcal.cli import main
+    capsys.readouterr()
+    status = main([str(a) for a in args])
+    printed = capsys.readouterr()
+    return SimpleNamespace(returncode=status, stdout=printed.out, stderr=printed.err)
+
+
+def _snapshot(folder:Path) -> dict:
+    "Every file under `folder` with its bytes: what 'survives byte for byte' compares."
+    return {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob('*')) if p.is_file()}
+
+
+def _users_folder(path:Path, *names) -> Path:
+    "A user's folder holding `names` (files, some in sub-folders) with their own content."
+    for n in names: (path / n).parent.mkdir(parents=True, exist_ok=True); (path / n).write_text(f'the user wrote {n}')
+    return path
+
+
+def _one_line_error(r, *words):
+    assert r.returncode == 2, (r.returncode, r.stdout[-2000:], r.stderr[-2000:])
+    err = r.stderr.strip()
+    assert err.startswith('mcal: error: ') and '\n' not in err and 'Traceback' not in err, err
+    for w in words: assert w in err, (w, err)
+    return err
+
+
+def test_train_and_demo_refuse_a_users_folder_and_leave_it_byte_for_byte(tmp_path, capsys):
+    mine = _users_folder(tmp_path / 'my_run', 'gradcam/mine.png', 'models/members/old/notes.txt', 'report.md', 'results.csv')
+    before = _snapshot(mine)
+    for cmd in (['train', '--data', str(_study_csv(tmp_path))], ['demo', '--data', str(_study_csv(tmp_path))]):
+        r = _here(capsys, *cmd, '--out', str(mine), '--backbone', 'resnet18', '--weights', 'none', *QUICK)
+        _one_line_error(r, str(mine.resolve()), 'holds files mcal did not write', 'gradcam/')
+    assert _snapshot(mine) == before
+
+
+def test_train_refuses_the_study_folder_as_its_output(tmp_path, capsys):
+    (tmp_path / 'study').mkdir(); _study_csv(tmp_path / 'study', name='labels.csv')
+    before = _snapshot(tmp_path / 'study')
+    r = _here(capsys, 'train', '--data', str(tmp_path / 'study'), '--out', str(tmp_path / 'study'), '--quiet')
+    _one_line_error(r, 'lie inside the input')
+    r = _here(capsys, 'train', '--data', str(tmp_path / 'study'), '--out', str(tmp_path / 'study' / 'run'), '--quiet')   # inside the input folder: refused too
+    _one_line_error(r, 'lie inside the input')
+    assert _snapshot(tmp_path / 'study') == before
+
+
+def test_predict_refuses_a_users_folder_with_predictions_and_report_and_its_partial_sibling_survives(trained, tmp_path, capsys):
+    mine = _users_folder(tmp_path / 'preds', 'predictions.csv', 'report.html', 'notes.txt', 'sub/more.txt')
+    partial = _users_folder(tmp_path / 'preds.partial', 'keep.txt')
+    before, before_partial = _snapshot(mine), _snapshot(partial)
+    r = _here(capsys, 'predict', str(trained), str(_study_csv(tmp_path)), '--out', str(mine), '--no-cams', '--no-tta')
+    _one_line_error(r, 'holds files mcal did not write')
+    assert _snapshot(mine) == before and _snapshot(partial) == before_partial
+
+
+def test_evaluate_refuses_a_users_folder_and_a_predictions_folder(trained, tmp_path, capsys):
+    mine = _users_folder(tmp_path / 'mine', 'report.md', 'results.csv', 'roc.png', 'skipped.csv')
+    before = _snapshot(mine)
+    _one_line_error(_here(capsys, 'evaluate', str(trained / 'predictions.csv'), '--out', str(mine), '--quiet'), 'holds files mcal did not write')
+    assert _snapshot(mine) == before
+    r = _here(capsys, 'predict', str(trained), str(_study_csv(tmp_path)), '--out', str(tmp_path / 'pred'), '--no-cams', '--no-tta', '--quiet')
+    assert r.returncode == 0, r.stderr
+    kept = _snapshot(tmp_path / 'pred')
+    _one_line_error(_here(capsys, 'evaluate', str(tmp_path / 'pred' / 'predictions.csv'), '--out', str(tmp_path / 'pred'), '--quiet'), 'input')
+    assert _snapshot(tmp_path / 'pred') == kept                           # predict's skipped.csv is not replaced
+
+
+def test_a_rerun_replaces_only_what_mcal_wrote_and_leaves_nothing_stale(trained, tmp_path, capsys):
+    out = tmp_path / 'ev'
+    assert _here(capsys, 'evaluate', str(trained / 'predictions.csv'), '--out', str(out), '--n-boot', '20', '--quiet').returncode == 0
+    assert (out / 'calibration.png').exists() and (out / 'decision_curve.csv').exists()
+    (out / 'my_notes.txt').write_text('mine'); (out / 'gradcam').mkdir(); (out / 'gradcam' / 'mine.png').write_text('mine')
+    scores = pd.read_csv(trained / 'predictions.csv').query('set == "test"').drop(columns=['birads', 'threshold'])
+    scores.assign(score=scores.prob * 10 - 5).drop(columns='prob').to_csv(tmp_path / 'scores.csv', index=False)
+    r = _here(capsys, 'evaluate', str(tmp_path / 'scores.csv'), '--out', str(out), '--n-boot', '20', '--quiet')
+    assert r.returncode == 0, r.stderr
+    names = {p.relative_to(out).as_posix() for p in out.rglob('*') if p.is_file() and not p.name.startswith('.')}
+    assert names == {'my_notes.txt', 'gradcam/mine.png', 'report.md', 'results.csv', 'roc.png', 'roc.html', 'skipped.csv'}
+    assert (out / 'my_notes.txt').read_text() == 'mine'
+
+
+def test_a_second_run_into_a_folder_in_use_is_refused_naming_the_process(trained, tmp_path):
+    import os
+    from mcal.core import OutputFolder
+    with OutputFolder(tmp_path / 'ev', 'evaluate'):                          # a run in progress (this process)
+        r = _mcal('evaluate', str(trained / 'predictions.csv'), '--out', str(tmp_path / 'ev'), '--quiet')
+    _one_line_error(r, 'another mcal evaluate is writing here', f'process {os.getpid()}')
+    assert not [p for p in (tmp_path / 'ev').iterdir() if not p.name.startswith('.mcal')]
+
+
+@pytest.mark.parametrize('geometry', ['blank radius', 'no ROI columns'])
+def test_a_missing_roi_is_a_skipped_row_never_the_whole_image(trained, tmp_path, geometry, capsys):
+    rows = pd.read_csv(_study_csv(tmp_path)).head(6)
+    rows = rows.assign(radius=np.nan) if geometry == 'blank radius' else rows.drop(columns=['x', 'y', 'radius'])
+    rows.to_csv(tmp_path / 'rois.csv', index=False)
+    r = _here(capsys, 'predict', str(trained), str(tmp_path / 'rois.csv'), '--out', str(tmp_path / 'pred'), '--no-cams', '--no-tta')
+    assert r.returncode == 0, r.stderr
+    assert '0 ROIs predicted, 6 skipped' in r.stdout
+    assert pd.read_csv(tmp_path / 'pred' / 'skipped.csv').reason.str.contains('ROI').all()
+
+
+def test_evaluate_scores_the_model_on_every_row_and_the_reader_on_its_own(trained, tmp_path, capsys):
+    p = pd.read_csv(trained / 'predictions.csv')
+    p.loc[::2, 'birads'] = np.nan
+    p.drop(columns='set').to_csv(tmp_path / 'p.csv', index=False)
+    r = _here(capsys, 'evaluate', str(tmp_path / 'p.csv'), '--out', str(tmp_path / 'ev'), '--n-boot', '20', '--quiet')
+    assert r.returncode == 0, r.stderr
+    res = pd.read_csv(tmp_path / 'ev' / 'results.csv', index_col='who')
+    n = lambda who: sum(map(int, res.loc[who, 'N benign / malignant'].split(' / ')))
+    assert n('model') == len(p) and n('reader (BI-RADS ≥ 4)') == p.birads.notna().sum()
+    assert f'on the {p.birads.notna().sum()} ROIs with a usable BI-RADS' in (tmp_path / 'ev' / 'report.md').read_text()
+
+
+def test_evaluate_applies_the_threshold_training_fitted(trained, tmp_path, capsys):
+    fitted = __import__('json').loads((trained / 'models' / 'threshold.json').read_text())['threshold']
+    assert (pd.read_csv(trained / 'predictions.csv').threshold == fitted).all()      # the threshold travels with the predictions
+    r = _here(capsys, 'evaluate', str(trained / 'predictions.csv'), '--out', str(tmp_path / 'ev'), '--n-boot', '20', '--quiet')
+    assert r.returncode == 0, r.stderr
+    train, ev = (pd.read_csv(f, index_col='who') for f in (trained / 'results.csv', tmp_path / 'ev' / 'results.csv'))
+    for col in ('sensitivity', 'specificity'): assert ev.loc['model', col].split()[-1] == train.loc['model', col].split()[-1]
+    assert f'Model threshold: {fitted:.3f}, from the table\'s threshold column' in (tmp_path / 'ev' / 'report.md').read_text()
+    r = _here(capsys, 'predict', str(trained), str(_study_csv(tmp_path)), '--out', str(tmp_path / 'pred'), '--no-cams', '--no-tta', '--quiet')
+    assert (pd.read_csv(tmp_path / 'pred' / 'predictions.csv').threshold == fitted).all()
+
+
+@pytest.mark.parametrize('value,why', [('1.7', 'outside [0, 1]'), ('-0.2', 'outside [0, 1]'), ('73', 'a percentage?')])
+def test_probabilities_outside_0_1_are_rejected_rows(trained, tmp_path, value, why, capsys):
+    p = pd.read_csv(trained / 'predictions.csv', dtype=str).query('set == "test"')
+    p.iloc[0, p.columns.get_loc('prob')] = value
+    p.to_csv(tmp_path / 'p.csv', index=False)
+    assert _here(capsys, 'evaluate', str(tmp_path / 'p.csv'), '--out', str(tmp_path / 'ev'), '--n-boot', '20', '--quiet').returncode == 0
+    skipped = pd.read_csv(tmp_path / 'ev' / 'skipped.csv')
+    assert len(skipped) == 1 and why in skipped.reason[0] and p.roi_id.iloc[0] in skipped.item[0]
+
+
+def test_predict_refuses_a_stage1_model_folder(trained, tmp_path, capsys):
+    r = _here(capsys, 'predict', str(trained / 'models' / 'stage1'), str(_study_csv(tmp_path)), '--out', str(tmp_path / 'pred'))
+    _one_line_error(r, 'stage-1 (intermediate) model', 'not an ROI classifier')
+    assert not (tmp_path / 'pred').exists()
+
+
+@pytest.mark.parametrize('option,value', [('--field-of-view-mm', '-5'), ('--epochs', '-1'), ('--size', '0'), ('--bs', '0'), ('--folds', '1')])
+def test_train_options_out_of_range_are_refused_before_any_work(tmp_path, option, value, capsys):
+    r = _here(capsys, 'train', '--data', str(_study_csv(tmp_path)), '--out', str(tmp_path / 'run'), option, value, '--quiet')
+    _one_line_error(r, f'{option} {value}: expected')
+    assert not (tmp_path / 'run').exists()
+
+
+def test_evaluate_threshold_outside_0_1_is_refused(trained, tmp_path, capsys):
+    _one_line_error(_here(capsys, 'evaluate', str(trained / 'predictions.csv'), '--out', str(tmp_path / 'ev'), '--threshold', '2'), '--threshold 2')
+    assert not (tmp_path / 'ev').exists()
+
+
+def test_train_with_no_usable_roi_is_an_error_not_an_empty_report(tmp_path, capsys):
+    rows = pd.read_csv(_study_csv(tmp_path)).assign(image_path=str(tmp_path / 'missing.dcm'))
+    rows.to_csv(tmp_path / 'none.csv', index=False)
+    r = _here(capsys, 'train', '--data', str(tmp_path / 'none.csv'), '--out', str(tmp_path / 'run'), '--backbone', 'resnet18', '--weights', 'none', *QUICK)
+    _one_line_error(r, 'no usable ROI to train on', '32 of 32 rows skipped')
+    assert not (tmp_path / 'run' / 'report.md').exists()
+
+
+def test_bad_paths_give_one_line_not_a_traceback(trained, tmp_path, capsys):
+    (tmp_path / 'empty.csv').write_text('')
+    _one_line_error(_here(capsys, 'evaluate', str(tmp_path / 'empty.csv'), '--out', str(tmp_path / 'e1')), 'empty.csv: the file is empty')
+    _one_line_error(_here(capsys, 'train', '--config', str(tmp_path)), 'a folder, not a config file')
+    p = tmp_path / 'p.csv'; p.write_bytes((trained / 'predictions.csv').read_bytes())
+    _one_line_error(_here(capsys, 'evaluate', str(p), '--out', str(p)), 'the output folder would be')
+    assert p.read_bytes() == (trained / 'predictions.csv').read_bytes()
+    _one_line_error(_here(capsys, 'train', '--data', str(_study_csv(tmp_path)), '--out', str(p), '--quiet'), 'is a file, not a folder')
+    (tmp_path / 'folder').mkdir()
+    _one_line_error(_here(capsys, 'evaluate', str(tmp_path / 'folder'), '--out', str(tmp_path / 'e2')), str(tmp_path / 'folder'), 'no CBIS-DDSM case CSV')
+    pd.read_csv(trained / 'predictions.csv').to_csv(tmp_path / 'semi.csv', sep=';', index=False)
+    _one_line_error(_here(capsys, 'evaluate', str(tmp_path / 'semi.csv'), '--out', str(tmp_path / 'e3')), 'semicolon-separated')
+
+
+def test_small_things_a_user_reads(trained, tmp_path, capsys):
+    "No FutureWarning on stderr; the report says why the reader row is missing and what a negative 'biopsies avoided' means."
+    r = _mcal('synth', str(tmp_path / 's'), '--patients', '2', '--demo')
+    assert r.returncode == 0 and 'Warning' not in r.stderr, r.stderr
+    p = pd.read_csv(trained / 'predictions.csv').drop(columns='birads')
+    p.to_csv(tmp_path / 'noreader.csv', index=False)
+    assert _here(capsys, 'evaluate', str(tmp_path / 'noreader.csv'), '--out', str(tmp_path / 'e'), '--n-boot', '20', '--quiet').returncode == 0
+    assert 'No reader row: the table has no `birads` column.' in (tmp_path / 'e' / 'report.md').read_text()
+    from mcal.pipeline import _avoided_lines
+    line = ' '.join(_avoided_lines(dict(avoided_per_100=-8.3, ci_low=-20, ci_high=3, reader_sensitivity=1, model_threshold=0.2,
+                                       model_sensitivity=1, reader_benign_biopsies=4, model_benign_biopsies=6, n=24)))
+    assert 'A negative number means that the model' in line

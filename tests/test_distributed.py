@@ -12,9 +12,13 @@ after a fit although each started from its own (the same fit without it leaves t
 in `main_first`, rank 0 writes a file that rank 1 then reads, and a failure in rank 0 must stop rank 1 with rank 0's
 error rather than leave it at a barrier.
 """
-import os, shutil, socket, subprocess, sys, traceback
+import os, queue, shutil, socket, sys, traceback
 from pathlib import Path
 import pandas as pd, pytest, torch
+
+from conftest import run_guarded, HANG_GUARD_S
+
+pytestmark = [pytest.mark.distributed, pytest.mark.slow]
 
 ROOT = Path(__file__).resolve().parents[1]
 ARGS = ['train', '--data', str(ROOT / 'data_samples'), '--size', '32', '--backbone', 'resnet18', '--weights', 'none', '--stage1-epochs', '1',
@@ -26,7 +30,7 @@ def _files(out:Path) -> set:
 
 
 def _run(cmd, env=None):
-    r = subprocess.run(cmd, capture_output=True, text=True, timeout=900, env={**os.environ, **(env or {})})
+    r = run_guarded(cmd, env={**os.environ, **(env or {})})
     assert r.returncode == 0, f'{cmd[:4]} failed:\n{r.stdout[-3000:]}\n{r.stderr[-3000:]}'
     return r
 
@@ -76,7 +80,8 @@ def _spawn_two(worker, *args) -> dict:
     results = ctx.Queue()
     procs = [ctx.Process(target=_guarded, args=(worker, r, port, *args, results)) for r in (0, 1)]
     for p in procs: p.start()
-    try: return dict(results.get(timeout=180) for _ in procs)   # a rank left waiting at a barrier gives no result: queue.Empty, a failure
+    try: return dict(results.get(timeout=HANG_GUARD_S) for _ in procs)   # a rank left waiting at a barrier gives no result: a hang, a failure
+    except queue.Empty: pytest.fail(f'hung: {worker.__name__} gave no result from both processes in {HANG_GUARD_S} s')
     finally:
         for p in procs: p.join(timeout=30); p.kill()
 

