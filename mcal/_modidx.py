@@ -375,5 +375,6 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                                                                               'mcal/widgets.py'),
                               'mcal.widgets.RocExplorer.build': ('widgets.html#rocexplorer.build', 'mcal/widgets.py'),
                               'mcal.widgets.RocExplorer.set_threshold': ('widgets.html#rocexplorer.set_threshold', 'mcal/widgets.py'),
+                              'mcal.widgets.RocExplorer.static': ('widgets.html#rocexplorer.static', 'mcal/widgets.py'),
                               'mcal.widgets.live_kernel': ('widgets.html#live_kernel', 'mcal/widgets.py'),
                               'mcal.widgets.metrics_html': ('widgets.html#metrics_html', 'mcal/widgets.py')}}}

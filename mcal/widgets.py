@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 from .core import *
-from .metrics import binary_metrics, roc_figure, roc_points, as_binary
+from .metrics import binary_metrics, roc_figure, roc_plot, roc_points, as_binary
 from .inference import read_config, load_model
 from .ensemble import positive_index
 from .gradcam import member_cams, cam_figure
@@ -69,7 +69,7 @@ class RocExplorer:
             self.slider.value = self.threshold                    # its observer comes back here with the same value
         m = binary_metrics(self.labels, self.probs, self.threshold)
         point = dict(x=[1 - m['specificity']], y=[m['sensitivity']])
-        self.figure.data[-1].update(point)                        # the static figure always follows
+        self.figure.data[-1].update(point)                        # the plotly figure always follows
         if self.widget is not None:
             with self.fig_widget.batch_update(): self.fig_widget.data[-1].update(point)
             self.panel.value = metrics_html(self.labels, self.probs, self.threshold)
@@ -87,10 +87,15 @@ class RocExplorer:
         self.widget = W.VBox([self.fig_widget, self.slider, self.panel])
         return self.widget
 
+    def static(self):
+        "The same ROC, reader points and operating point as a matplotlib `Figure`: a PNG wherever JavaScript does not run."
+        birads = self.preds.birads if 'birads' in self.preds and self.preds.birads.notna().any() else None
+        return roc_plot(self.labels, self.probs, birads, threshold=self.threshold, title=self.figure.layout.title.text)
+
     def _ipython_display_(self):
         from IPython.display import display, HTML
-        if live_kernel(): display(self.widget or self.build())
-        else: display(self.figure); display(HTML(metrics_html(self.labels, self.probs, self.threshold)))
+        if live_kernel(): display(self.widget or self.build()); return
+        display(self.figure); display(self.static()); display(HTML(metrics_html(self.labels, self.probs, self.threshold)))
 
 # %% ../nbs/14_widgets.ipynb #c015
 class CamBrowser:
@@ -116,12 +121,14 @@ class CamBrowser:
         return 'malignant' if float(self.preds.set_index('roi_id').loc[roi_id, 'prob']) >= self.threshold else 'benign'
 
     def order(self, by='error') -> list:
-        "roi_ids sorted by 'error' (worst first), 'confidence' (most confident first) or 'roi_id'."
+        "roi_ids sorted by 'error' (wrong at the threshold first, most confident mistake first, then right calls, least confident first), 'confidence' or 'roi_id'."
         p = self.preds
         if by == 'roi_id': return list(p.roi_id)
+        margin = np.abs(p.prob.values - self.threshold)                    # how confident the call is
+        if by == 'confidence': return list(p.roi_id.iloc[np.argsort(-margin, kind='stable')])
         y = as_binary(p.label) if p.label.notna().all() else np.full(len(p), np.nan)
-        key = -np.abs(y - p.prob) if by == 'error' else -np.abs(p.prob - self.threshold)
-        return list(p.roi_id.iloc[np.argsort(key.values if hasattr(key, 'values') else key, kind='stable')])
+        wrong = ~np.isnan(y) & ((p.prob.values >= self.threshold) != (y == 1))
+        return list(p.roi_id.iloc[np.lexsort((np.where(wrong, -margin, margin), ~wrong))])
 
     def members_for(self, roi_id) -> list[Path]:
         "The member that held `roi_id` out (an out-of-fold row, `set == 'cv'`), else every member (test rows, new predictions)."

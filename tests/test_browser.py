@@ -10,6 +10,8 @@ import os, secrets, shutil, socket, subprocess, sys, tempfile, time, urllib.requ
 from pathlib import Path
 import pytest
 
+from conftest import HANG_GUARD_S
+
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
 REPO = Path(__file__).resolve().parent.parent
@@ -77,23 +79,23 @@ def test_roc_slider_in_jupyterlab(lab):
                                           '--disable-background-networking', '--disable-component-update', '--disable-sync'])
         page = browser.new_page(viewport={'width': 1400, 'height': 1000})
         page.goto(f'{url}/lab/tree/nbs/14_widgets.ipynb?token={token}')
-        page.wait_for_selector('.jp-Notebook', timeout=60_000)
+        page.wait_for_selector('.jp-Notebook', timeout=HANG_GUARD_S * 1000)
         select = page.locator('.jp-Dialog').get_by_role('button', name='Select')
         try: select.click(timeout=10_000)             # JupyterLab asks which kernel when the notebook names none it knows
         except Exception: pass
-        page.wait_for_selector('.jp-Notebook-ExecutionIndicator[data-status="idle"]', timeout=60_000, state='attached')
+        page.wait_for_selector('.jp-Notebook-ExecutionIndicator[data-status="idle"]', timeout=HANG_GUARD_S * 1000, state='attached')
         _run_all(page)
         panel = page.locator('.widget-html .mcal-metrics').first
-        try: panel.wait_for(timeout=int(os.environ.get('MCAL_BROWSER_TIMEOUT_MS', 300_000)))
+        try: panel.wait_for(timeout=int(os.environ.get('MCAL_BROWSER_TIMEOUT_MS', HANG_GUARD_S * 1000)))
         except Exception:
             page.screenshot(path=str(ARTIFACTS / 'browser_failure.png'), full_page=True)
             (ARTIFACTS / 'browser_failure.txt').write_text(page.locator('.jp-Notebook').inner_text())
             pytest.fail('the ROC explorer did not appear (the page text is in tests/artifacts/browser_failure.txt): ' + _first_traceback(page))
-        try: page.locator('.widget-image').first.wait_for(timeout=240_000, state='attached')   # the last cell (Grad-CAM browser) ran
+        try: page.locator('.widget-image').first.wait_for(timeout=HANG_GUARD_S * 1000, state='attached')   # the last cell (Grad-CAM browser) ran
         except Exception:
             page.screenshot(path=str(ARTIFACTS / 'browser_failure.png'), full_page=True); raise
         page.wait_for_function("() => ![...document.querySelectorAll('.jp-InputPrompt')].some(e => e.textContent.includes('*'))",
-                               timeout=120_000)                                  # no cell still running
+                               timeout=HANG_GUARD_S * 1000)                      # no cell still running
         shown = lambda k: float(page.locator(f'.widget-html .mcal-{k}').first.get_attribute('data-value'))
         t0 = shown('threshold')                           # whatever the notebook left it at (its last set_threshold)
         before = binary_metrics(preds.label, preds.prob, t0)
@@ -156,10 +158,10 @@ def _open(p, url, token, name):
                                       '--disable-background-networking', '--disable-component-update', '--disable-sync'])
     page = browser.new_page(viewport={'width': 1400, 'height': 1000})
     page.goto(f'{url}/lab/workspaces/{Path(name).stem}/tree/nbs/{name}?reset&token={token}')   # a fresh workspace: this notebook alone
-    page.wait_for_selector('.jp-Notebook', timeout=60_000)
+    page.wait_for_selector('.jp-Notebook', timeout=HANG_GUARD_S * 1000)
     try: page.locator('.jp-Dialog').get_by_role('button', name='Select').click(timeout=10_000)
     except Exception: pass
-    page.wait_for_selector('.jp-Notebook-ExecutionIndicator[data-status="idle"]', timeout=60_000, state='attached')
+    page.wait_for_selector('.jp-Notebook-ExecutionIndicator[data-status="idle"]', timeout=HANG_GUARD_S * 1000, state='attached')
     return browser, page
 
 
@@ -176,7 +178,7 @@ def test_walkthrough_renders_every_figure_in_jupyterlab(lab):
         page.wait_for_timeout(3000)
         try:
             page.wait_for_function("() => ![...document.querySelectorAll('.jp-InputPrompt')].some(e => e.textContent.includes('*'))",
-                                   timeout=int(os.environ.get('MCAL_BROWSER_TIMEOUT_MS', 600_000)))
+                                   timeout=int(os.environ.get('MCAL_BROWSER_TIMEOUT_MS', HANG_GUARD_S * 1000)))
         except Exception:
             page.screenshot(path=str(ARTIFACTS / 'walkthrough_failure.png'), full_page=True); raise
         code = page.locator('.jp-Notebook .jp-CodeCell')

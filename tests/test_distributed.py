@@ -83,7 +83,7 @@ def _spawn_two(worker, *args) -> dict:
     try: return dict(results.get(timeout=HANG_GUARD_S) for _ in procs)   # a rank left waiting at a barrier gives no result: a hang, a failure
     except queue.Empty: pytest.fail(f'hung: {worker.__name__} gave no result from both processes in {HANG_GUARD_S} s')
     finally:
-        for p in procs: p.join(timeout=30); p.kill()
+        for p in procs: p.join(timeout=HANG_GUARD_S); p.kill()
 
 
 def _fit_worker(rank, port, results):
