@@ -21,7 +21,7 @@ ablation arm. Every figure: AUC on the out-of-fold scores (prior-corrected, see 
 the raw pooled-probability AUC is kept as auc_raw_pooled) with DeLong 95 % CI,
 patient-bootstrap CI, per-repeat mean +- sd, N, wall time.
 
-    python benchmarks/dtl_mias.py            # about 30 min on 2 cores (after benchmarks/stage1_screening.py)
+    python benchmarks/dtl_mias.py            # 35 min on 2 cores (after benchmarks/stage1_screening.py)
     python benchmarks/dtl_mias.py --quick    # a few minutes: fewer epochs, repeats and arms
 Writes benchmarks/results/dtl_mias.csv (one row per arm) and dtl_mias_oof.csv (out-of-fold predictions).
 """

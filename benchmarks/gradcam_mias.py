@@ -43,10 +43,10 @@ WHOLE_IMAGE_METHODS = ('gradcam', 'layercam')         # 320-px maps of ~110 imag
 FAITHFULNESS = [('gradcam', 0), ('layercam', 2)]      # ROAD and MPRT cost seconds per patch on 2 cores: the last and finest levels, calc ROIs
 
 
-def roi_level(data, work, methods, levels, targets, quick):
+def roi_level(data, work, methods, levels, targets, quick, dtl_oof=None):
     "Per-ROI localisation scores, ROAD and MPRT on displaced patches, for each target, method and level."
     tasks = mias_tables(data / 'mias')
-    oof = pd.read_csv(RESULTS / f"dtl_mias_oof{'_quick' if quick else ''}.csv")
+    oof = pd.read_csv(dtl_oof or RESULTS / f"dtl_mias_oof{'_quick' if quick else ''}.csv")   # dtl_mias.py's out-of-fold table
     per_roi, faith = [], []
     for target in targets:
         table = getattr(tasks, target)
@@ -155,7 +155,7 @@ def main(a):
     suffix = '_quick' if a.quick else ''
     RESULTS.mkdir(parents=True, exist_ok=True)
     if not a.skip_roi:
-        per_roi, summary, faith = roi_level(data, a.work, methods, levels, ['calc'] if a.quick else a.targets, a.quick)
+        per_roi, summary, faith = roi_level(data, a.work, methods, levels, ['calc'] if a.quick else a.targets, a.quick, a.dtl_oof)
         per_roi.round(4).to_csv(RESULTS / f'gradcam_mias_rois{suffix}.csv', index=False)
         faith.round(4).to_csv(RESULTS / f'gradcam_mias_faithfulness{suffix}.csv', index=False)
         summary.assign(arm=ARM, displaced='up to 0.25 x 25.6 mm per axis, seed 0', wall_s=round(time.time() - t0, 1)).round(3) \
@@ -180,6 +180,7 @@ if __name__ == '__main__':
     ap.add_argument('--targets', nargs='+', default=['calc', 'lesions'])
     ap.add_argument('--stage1', default=str(HERE / 'work' / 'stage1' / 'lite0-320-defaults'))
     ap.add_argument('--skip-roi', action='store_true', help='only the whole-image part')
+    ap.add_argument('--dtl-oof', default=None, help="dtl_mias.py's out-of-fold CSV (default: in --results)")
     a = ap.parse_args()
     RESULTS = Path(a.results)
     main(a)

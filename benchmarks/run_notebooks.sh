@@ -6,7 +6,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export MCAL_REAL_DATA=1
-time nbdev-test --flags slow --n-workers 1 --save "$@"
+time nbdev-test --flags slow --n-workers 1 --cell-timeout 3600 --save "$@"
 nbdev-clean
 python .ci/tidy_outputs.py      # console progress bars in saved outputs collapse to what a terminal shows
 python .ci/readme.py

@@ -179,11 +179,12 @@ def localise(members, test, work, methods, levels) -> tuple[pd.DataFrame, dict]:
     k = int(round(MARGIN_MM / (FOV / SIZE)))
     calc_dilated = np.stack([ndimage.binary_dilation(c, iterations=k) if k else c for c in calc])
     y = (moved.label == 'malignant').values
-    rows, shown = [], {}
+    rows, shown, called = [], {}, {}
     for arm, folder in members.items():
         model, cfg = load_model(folder)
         p = member_probs(folder, moved.patch_path, tta=False)
         correct = (p >= 0.5) == y
+        called[arm] = p
         grid = cam_grid(model, SIZE, FOV)
         for method in methods:
             for level in levels:
@@ -193,15 +194,17 @@ def localise(members, test, work, methods, levels) -> tuple[pd.DataFrame, dict]:
                     s = localisation(cams, masks, patches, FOV / SIZE)
                     rows.append(localisation_summary(s, correct).assign(arm=arm, method=method, level=level, truth=truth,
                                                                         cell_mm=grid.loc[level, 'cell_mm'], grid=grid.loc[level, 'grid']))
-    return pd.concat(rows, ignore_index=True), dict(patches=patches, calc=calc, outline=outline, y=y, moved=moved, cams=shown)
+    return pd.concat(rows, ignore_index=True), dict(patches=patches, calc=calc, outline=outline, y=y, moved=moved, cams=shown, probs=called)
 
 
 def cam_figure(loc, path, arm, method, level, n=6):
-    "CAMs of one member on displaced test patches, the calcification truth in white and the annotated outline dashed."
-    import matplotlib; from matplotlib.figure import Figure
-    fig = Figure(figsize=(2.4 * n, 5.2)); axes = fig.subplots(2, n)
+    "CAMs of one member on displaced test patches: truth in white, the annotated outline dashed, its colour scale, each call marked right or wrong."
+    from matplotlib.figure import Figure
+    from matplotlib.cm import ScalarMappable
+    from matplotlib.colors import Normalize
+    fig = Figure(figsize=(2.6 * n + 1, 6.2)); axes = fig.subplots(2, n)
     idx = np.r_[np.flatnonzero(loc['y'])[:n // 2], np.flatnonzero(~loc['y'])[:n - n // 2]]
-    cams = loc['cams'][(arm, method, level)]
+    cams, probs = loc['cams'][(arm, method, level)], loc['probs'][arm]
     for j, i in enumerate(idx):
         for row, ax in enumerate(axes[:, j]):
             ax.imshow(loc['patches'][i], cmap='gray', vmin=0, vmax=1)
@@ -209,9 +212,12 @@ def cam_figure(loc, path, arm, method, level, n=6):
             ax.contour(loc['calc'][i], levels=[0.5], colors='white', linewidths=0.6)
             ax.contour(loc['outline'][i], levels=[0.5], colors='yellow', linewidths=0.8, linestyles='dashed')
             ax.set_axis_off()
-        axes[0, j].set_title(f"{loc['moved'].roi_id.iloc[i]} ({'malignant' if loc['y'][i] else 'benign'})", fontsize=8)
-    fig.suptitle(f'{arm}, {method} level {level}: calcification truth (white), annotated outline (yellow); displaced test patches', fontsize=9)
-    fig.tight_layout(); fig.savefig(path, dpi=90)
+        right = (probs[i] >= 0.5) == loc['y'][i]
+        axes[0, j].set_title(f"{'malignant' if loc['y'][i] else 'benign'}, p = {probs[i]:.2f}\n{'right' if right else 'WRONG'}",
+                             fontsize=11, color='black' if right else 'firebrick')
+    fig.colorbar(ScalarMappable(Normalize(0, 1), 'jet'), ax=list(axes[1]), fraction=0.02, pad=0.01, label='map (relevance to "malignant")')
+    fig.suptitle(f'{arm}, {method} at level {level}: calcifications (white), annotated outline (yellow); displaced test patches', fontsize=12)
+    fig.savefig(path, dpi=90, bbox_inches='tight')
 
 
 def main(a):
@@ -276,7 +282,7 @@ def main(a):
     loc_rows = loc_rows.assign(displaced=f'up to {DISPLACE} x {FOV} mm per axis, seed 0', data=f'virtual trial test set, N={len(test)}')
     loc_rows.round(4).to_csv(results / f'virtual_trial_localisation{sfx}.csv', index=False)
     show = 'dtl-virtual' if 'dtl-virtual' in arms else next(iter(arms))
-    cam_figure(loc, results / f'virtual_trial_cams{sfx}.png', show, 'layercam' if 'layercam' in methods else methods[0], 1)
+    cam_figure(loc, results / f'virtual_trial_cams{sfx}.png', show, 'layercam' if 'layercam' in methods else methods[0], max(levels))   # the finest grid: the best level
     print(f'done in {time.time() - t_start:.0f} s', flush=True)
 
 

@@ -8,12 +8,12 @@ import inspect, sys, warnings
 from contextlib import nullcontext
 from pathlib import Path
 from fastcore.script import anno_parser
-# fastai's layers call the deprecated `torch.jit.script` when imported: a FutureWarning on every command that no user can act on
-warnings.filterwarnings('ignore', message=r'`torch.jit.script` is deprecated', category=FutureWarning)
 from .core import *
 from .roi import DEFAULT_FIELD_OF_VIEW_MM
-from .pipeline import (run_study, check_split, check_study_options, study_csv, write_study_report, predict_rois, evaluate_predictions,
-                           write_evaluation_report)
+with warnings.catch_warnings():   # fastai's layers call the deprecated `torch.jit.script` on import: a notice on every command no user can act on
+    warnings.filterwarnings('ignore', message=r'`torch.jit.script` is deprecated', category=FutureWarning)
+    from mcal.pipeline import (run_study, check_split, check_study_options, write_study_report, predict_rois, evaluate_predictions,
+                               write_evaluation_report)
 from .callbacks import main_process
 
 # %% auto #0

@@ -4,15 +4,16 @@
 
 # %% ../nbs/00_core.ipynb #c003
 from __future__ import annotations
-import json, os, sys, time, traceback
+import json, os, re, shutil, sys, time, traceback
 from dataclasses import dataclass, field
 from pathlib import Path
 import pandas as pd
+from fastcore.basics import patch
 
 # %% auto #0
-__all__ = ['OUTPUT_MARKER', 'MCalError', 'ImageFileError', 'DicomError', 'AnnotationError', 'LabelError', 'SplitLeakError',
-           'WeightsError', 'OutputError', 'OptionError', 'check_option', 'BatchResult', 'run_batch', 'NotebookFigure',
-           'resolve_device', 'gpu_precision', 'atomic_write', 'check_output', 'OutputFolder']
+__all__ = ['OUTPUT_MARKER', 'OUTPUT_KINDS', 'MCalError', 'ImageFileError', 'DicomError', 'AnnotationError', 'LabelError',
+           'SplitLeakError', 'WeightsError', 'OutputError', 'OptionError', 'check_option', 'BatchResult', 'run_batch',
+           'NotebookFigure', 'resolve_device', 'gpu_precision', 'atomic_write', 'check_output', 'OutputFolder']
 
 # %% ../nbs/00_core.ipynb #c006
 class MCalError(Exception):
@@ -50,15 +51,16 @@ def check_option(name:str,        # the option, as the user typed it (e.g. 'fiel
                  low_open=False,  # `low` itself not allowed (e.g. a field of view > 0)
                  integer=False    # a whole number
                 ):
-    "`value` if it lies in the allowed range, else `OptionError` naming the option, the value and the range."
-    bad = value is None or isinstance(value, bool) or not isinstance(value, (int, float)) or value != value
-    bad = bad or (integer and int(value) != value)
+    "`value` (an `int` when `integer`) if it lies in the allowed range, else `OptionError` naming the option, the value and the range."
+    import math, numbers
+    number = isinstance(value, numbers.Real) and not isinstance(value, bool)
+    bad = not number or not math.isfinite(value) or (integer and not float(value).is_integer())
     bad = bad or (low is not None and (value <= low if low_open else value < low)) or (high is not None and value > high)
     if bad:
         rng = ' and '.join(s for s in [f'{">" if low_open else "≥"} {low}' if low is not None else '', f'≤ {high}' if high is not None else ''] if s)
-        shown = f'{value:g}' if isinstance(value, (int, float)) and not isinstance(value, bool) else repr(value)
+        shown = f'{float(value):g}' if number else repr(value)
         raise OptionError(f'--{name.replace("_", "-")} {shown}: expected {"a whole number" if integer else "a number"}{" " + rng if rng else ""}')
-    return value
+    return int(value) if integer else value
 
 # %% ../nbs/00_core.ipynb #c009
 @dataclass
@@ -109,7 +111,7 @@ class NotebookFigure(Figure):
     "A matplotlib `Figure` made without pyplot that Jupyter displays as a PNG."
     def _repr_png_(self) -> bytes:
         import io
-        buf = io.BytesIO(); self.savefig(buf, format='png', bbox_inches='tight'); return buf.getvalue()
+        buf = io.BytesIO(); self.savefig(buf, format='png', bbox_inches='tight', dpi=100); return buf.getvalue()   # sharp on a slide, light in a notebook
 
 # %% ../nbs/00_core.ipynb #c018
 def resolve_device(device='auto' # 'auto' (CUDA when present), 'cpu', 'cuda' or 'cuda:N'; None means 'auto'
@@ -150,24 +152,27 @@ def atomic_write(path,   # the file to (re)write
     try:
         if callable(data): data(tmp)
         elif isinstance(data, bytes): tmp.write_bytes(data)
-        else: tmp.write_text(data)
+        else: tmp.write_text(data, encoding='utf-8')   # reports hold ≥, – and µ
         tmp.replace(path)
     finally: tmp.unlink(missing_ok=True)
     return path
 
 # %% ../nbs/00_core.ipynb #c023
 OUTPUT_MARKER = '.mcal-output.json'
+OUTPUT_KINDS = ('train', 'predict', 'evaluate', 'synth')   # one per command; demo writes what train writes
 
 def _listing(folder:Path, n=4) -> str:
+    "A few of `folder`'s entries, for a message (mcal's own marker and lock left out)."
     names = sorted(p.name + ('/' if p.is_dir() else '') for p in folder.iterdir() if not p.name.startswith('.mcal'))
     return ', '.join(names[:n]) + (f' and {len(names) - n} more' if len(names) > n else '')
 
 def _marker(folder:Path) -> dict:
+    "What mcal's marker in `folder` says (kind, files written, the run in progress), or {}."
     try: return json.loads((folder / OUTPUT_MARKER).read_text())
     except (OSError, ValueError): return {}
 
 def check_output(out,        # the output folder asked for
-                 kind:str,   # what the command writes: 'train', 'predict' or 'evaluate'
+                 kind:str,   # what the command writes: one of `OUTPUT_KINDS`
                  inputs=()   # the command's inputs (files or folders; None is ignored)
                 ) -> Path:
     "`out`, resolved, if mcal may write `kind` output there: new, empty, or marked by an earlier `kind` run, and apart from every input."
@@ -183,61 +188,82 @@ def check_output(out,        # the output folder asked for
     if marker and marker.get('kind') != kind:
         raise OutputError(f'{out}: holds the output of mcal {marker.get("kind")}, not of mcal {kind}: choose another folder')
     if not marker and _listing(out):                                   # mcal's own lock alone (a run starting this instant) is no user file
-        raise OutputError(f'{out}: holds files mcal did not write ({_listing(out)}): choose a new or empty folder')
+        raise OutputError(f'{out}: holds files mcal did not write ({_listing(out)}); a folder of an mcal older than its '
+                          'output markers is refused too: choose a new or empty folder')
     return out
 
 # %% ../nbs/00_core.ipynb #c025
-_LOCKS = {}   # folder -> its FileLock, held by this process (fastai's and torch's code never see it)
+_LOCKS = {}   # folder -> [its FileLock, how many `OutputFolder`s of this process hold it]
 
 class OutputFolder:
     "`with OutputFolder(out, kind, inputs) as folder:` a run's own output folder: checked, locked, its files recorded."
     managed = ('models', 'cache')   # sub-folders whose owners decide about reuse (request-checked models, the patch cache)
 
-    def __init__(self, out, kind:str, inputs=(), fresh=True):   # fresh: first remove what an earlier run wrote (False: add to it)
+    def __init__(self, out,          # the output folder (created if new)
+                 kind:str,           # what the run writes: one of `OUTPUT_KINDS`
+                 inputs=(),          # the run's inputs: the folder may not be, hold or lie inside one
+                 fresh=True):        # on success, remove what an earlier run wrote and this one did not rewrite (False: add to it)
         self.path, self.kind, self.fresh = check_output(out, kind, inputs), kind, fresh
 
+    def _ours(self, rel:str) -> bool:
+        "Whether `rel` is a path this folder records: inside it, outside the managed folders, not hidden (editors' and mcal's own files)."
+        p = Path(rel)
+        return (not p.is_absolute() and '..' not in p.parts and len(p.parts) > 0 and p.parts[0] not in self.managed
+                and not any(part.startswith('.') for part in p.parts))
+
     def _files(self) -> dict:
-        "The files mcal records (outside the managed folders and its own marker and lock), with their modification stamps."
-        found = {}
-        for p in self.path.rglob('*'):
-            rel = p.relative_to(self.path)
-            if p.is_file() and rel.parts[0] not in self.managed and not p.name.startswith('.mcal'): found[rel.as_posix()] = p.stat().st_mtime_ns
-        return found
+        "The files this folder records, with their modification stamps."
+        return {p.relative_to(self.path).as_posix(): p.stat().st_mtime_ns for p in self.path.rglob('*')
+                if p.is_file() and self._ours(p.relative_to(self.path).as_posix())}
 
     def _save(self, files, running:bool):
         info = dict(kind=self.kind, files=sorted(files), written=time.strftime('%Y-%m-%d %H:%M:%S'))
-        if running: info.update(pid=os.getpid(), command=' '.join(sys.argv))
+        if running: info.update(pid=os.getpid(), command=' '.join(sys.argv), started_ns=self.started_ns)
         atomic_write(self.path / OUTPUT_MARKER, json.dumps(info, indent=1))
 
-    def __enter__(self) -> Path:
-        from filelock import FileLock, Timeout
-        self.created = not self.path.exists()
-        self.path.mkdir(parents=True, exist_ok=True)
-        self.lock = _LOCKS.setdefault(self.path, FileLock(self.path / '.mcal.lock'))   # one per folder and process: a nested run shares it
-        try: self.lock.acquire(blocking=False)                          # re-entrant within this process, refused to any other
-        except Timeout:
-            m = _marker(self.path)
-            raise OutputError(f'{self.path}: another mcal {self.kind} is writing here (process {m.get("pid", "?")}: {m.get("command", "?")}); '
-                              'wait for it to finish, or choose another folder') from None
-        self.earlier = [f for f in _marker(self.path).get('files', []) if (self.path / f).exists()]
-        if self.fresh:                                                    # what the earlier run wrote, and only that
-            for f in self.earlier: (self.path / f).unlink()
-            self.earlier = []
-        self.before = self._files()
-        self._save(self.earlier, running=True)
-        return self.path
+# %% ../nbs/00_core.ipynb #c025b
+@patch
+def __enter__(self:OutputFolder) -> Path:
+    "Lock the folder (refusing one another process holds), re-check it under the lock, and record what an earlier run left."
+    from filelock import FileLock, Timeout
+    self.created, self.started_ns = not self.path.exists(), time.time_ns()
+    self.path.mkdir(parents=True, exist_ok=True)
+    held = _LOCKS.setdefault(self.path, [FileLock(self.path / '.mcal.lock'), 0])
+    try: held[0].acquire(blocking=False)                          # re-entrant within this process, refused to any other
+    except Timeout:
+        m = _marker(self.path)
+        raise OutputError(f'{self.path}: another mcal {m.get("kind", self.kind)} is writing here (process {m.get("pid", "?")}: '
+                          f'{m.get("command", "?")}); wait for it to finish, or choose another folder') from None
+    held[1] += 1
+    try: check_output(self.path, self.kind)                       # again under the lock: another run may have claimed it meanwhile
+    except MCalError: self._release(); raise
+    m = _marker(self.path)
+    self.earlier = [f for f in m.get('files', []) if self._ours(f) and (self.path / f).is_file()]
+    if m.get('pid') and held[1] == 1:                             # an earlier run was killed: what it wrote is recorded now
+        self.earlier += [f for f, stamp in self._files().items() if stamp >= m.get('started_ns', 0) and f not in self.earlier]
+        for tmp in self.path.rglob('.*.tmp*'):                    # `atomic_write`'s half-files of the killed run
+            if re.fullmatch(r'\..+\.\d+\.tmp(\.\w+)?', tmp.name): tmp.unlink(missing_ok=True)
+    self.before = self._files()
+    self._save(self.earlier, running=True)
+    return self.path
 
-    def __exit__(self, typ, exc, tb):
-        try:
-            written = [f for f, stamp in self._files().items() if self.before.get(f) != stamp]
-            if typ is None: return self._save(set(self.earlier) | set(written), running=False)
-            for f in written: (self.path / f).unlink(missing_ok=True)    # a failed run leaves no half of a report
-            if self.created:                                              # its own new folder: empty sub-folders go too
-                for d in sorted((p for p in self.path.rglob('*') if p.is_dir()), key=lambda p: -len(p.parts)):
-                    if not any(d.iterdir()): d.rmdir()
-            if self.created and not _listing(self.path):
-                for p in self.path.iterdir(): p.unlink()
-                self.path.rmdir()
-            else: self._save(self.earlier, running=False)
-        finally:
-            self.lock.release()
+@patch
+def _release(self:OutputFolder):
+    held = _LOCKS[self.path]; held[0].release(); held[1] -= 1
+    if not held[1]: _LOCKS.pop(self.path)
+
+@patch
+def __exit__(self:OutputFolder, typ, exc, tb):
+    "On success record the files written and remove the earlier run's that were not rewritten; on failure remove what this run added."
+    written = {f for f, stamp in self._files().items() if self.before.get(f) != stamp}
+    added = written - set(self.before)
+    if typ is None:
+        stale = set(self.earlier) - written if self.fresh else set()
+        for f in stale: (self.path / f).unlink(missing_ok=True)
+        self._save((set(self.earlier) - stale) | written, running=_LOCKS[self.path][1] > 1)   # an enclosing step still runs
+        return self._release()
+    for f in added: (self.path / f).unlink(missing_ok=True)          # a failed run leaves no half of a new report
+    self._save(self.earlier, running=_LOCKS[self.path][1] > 1)
+    self._release()
+    if self.created and (issubclass(typ, MCalError) or not _listing(self.path)):   # refused, or nothing kept: its own new folder goes
+        shutil.rmtree(self.path, ignore_errors=True)

@@ -123,8 +123,10 @@ GEOMETRY_COLUMNS = ('x', 'y', 'radius', 'x0', 'y0', 'x1', 'y1', 'mask_path')
 
 def _no_geometry(row) -> str:
     "Why a row without a usable ROI is skipped rather than scored as the whole image."
-    blank = [c for c in ('x', 'y', 'radius') if not (c in row and pd.notna(row[c]) and str(row[c]).strip())]
-    if 0 < len(blank) < 3: return f'ROI incomplete: {", ".join(blank)} blank'
+    given = lambda c: c in row and pd.notna(row[c]) and str(row[c]).strip() != ''
+    for cols in (('x', 'y', 'radius'), ('x0', 'y0', 'x1', 'y1')):                 # a circle or a box begun and not finished
+        blank = [c for c in cols if not given(c)]
+        if 0 < len(blank) < len(cols): return f'ROI incomplete: {", ".join(blank)} blank'
     return 'no ROI: give x, y and radius (or a box x0, y0, x1, y1, or mask_path), or roi_shape "image" for a whole image'
 
 def _resolve(path, root:Path):

@@ -89,21 +89,23 @@ def ensemble_predictions(members,             # member folders
     return out
 
 # %% ../nbs/09_ensemble.ipynb #c010
-def _refuse_stage1(model:Path):
-    "`WeightsError` if the saved model in `model` is not an ROI classifier (benign vs malignant): e.g. a stage-1 model."
+def _not_roi_classifier(model:Path) -> str|None:
+    "Why the saved model in `model` is not an ROI classifier (benign vs malignant), e.g. a stage-1 model; None if it is one."
     cfg = read_config(model)
-    if cfg.get('stage') == 'intermediate' or sorted(map(str, cfg.get('classes', []))) != ['benign', 'malignant']:
-        raise WeightsError(f'{model}: a {"stage-1 (intermediate) " if cfg.get("stage") == "intermediate" else ""}model of '
-                           f'{" vs ".join(map(str, cfg.get("classes", [])))}, not an ROI classifier (benign vs malignant): '
-                           'give a member, a folder of members or a report folder')
+    classes = [str(c) for c in cfg.get('classes', [])]
+    if cfg.get('stage') != 'intermediate' and sorted(classes) == ['benign', 'malignant']: return None
+    what = 'a stage-1 (intermediate) model' if cfg.get('stage') == 'intermediate' else 'a model'
+    return f'{model}: {what} of {" vs ".join(classes) or "unstated classes"}, not an ROI classifier (benign vs malignant)'
 
 def model_members(model) -> list[Path]:
-    "The ROI-classifier member folders of `model`: one saved model, a folder of them, or a report folder (stage-1 models refused)."
+    "The ROI-classifier member folders of `model`: one saved model, a folder of them, or a report folder (other models refused or passed over)."
     model = Path(model)
-    if (model / 'config.json').exists(): _refuse_stage1(model); return [model]
+    if (model / 'config.json').exists():
+        if (why := _not_roi_classifier(model)): raise WeightsError(f'{why}: give a member, a folder of members or a report folder')
+        return [model]
     for folder in (model / 'models' / 'members', model / 'members', model):
         found = sorted(p.parent for p in folder.glob('*/config.json')) if folder.is_dir() else []
-        found = [m for m in found if read_config(m).get('stage') != 'intermediate']
+        found = [m for m in found if _not_roi_classifier(m) is None]
         if found: return found
     raise WeightsError(f'{model}: no saved mcal ROI model (a folder with config.json and model.safetensors, or a folder of them)')
 

@@ -4,7 +4,7 @@
 
 # %% ../nbs/11_gradcam.ipynb #c003
 from __future__ import annotations
-import warnings
+import textwrap, warnings
 import numpy as np
 import pandas as pd
 import torch
@@ -20,7 +20,7 @@ from .metrics import wilson_ci
 # %% auto #0
 __all__ = ['CAM_METHODS', 'BASELINES', 'LogOddsTarget', 'CamExplainer', 'show_cam', 'cam_figure', 'save_cam_png', 'cam_grid',
            'centre_gaussian', 'tophat_map', 'quantus_localisation', 'localisation', 'localisation_summary',
-           'explain_rows', 'member_cams', 'road_scores', 'randomisation_check', 'write_cams']
+           'pointing_plot', 'explain_rows', 'member_cams', 'road_scores', 'randomisation_check', 'write_cams']
 
 # %% ../nbs/11_gradcam.ipynb #c006
 class LogOddsTarget:
@@ -197,6 +197,25 @@ def localisation_summary(scores:pd.DataFrame,  # from `localisation`
                              mass=m, mass_low=mlo, mass_high=mhi, rank=r, rank_low=rlo, rank_high=rhi,
                              lesion_fraction=float(s.lesion_fraction.mean()) if n else np.nan))
     return pd.DataFrame(rows)
+
+# %% ../nbs/11_gradcam.ipynb #c024c
+def pointing_plot(summary:pd.DataFrame,   # from `localisation_summary`: rows of one group, or with a `label` column naming each bar
+                  title='Does the hottest pixel lie on the lesion?', # the figure's title (say what the patches are, and N)
+                  ax=None):                # draw into these axes (default: a new `NotebookFigure`)
+    "Pointing rates as bars with their Wilson 95 % CIs, N in each label, and chance (a random point) as a dashed line."
+    rates = summary.reset_index(drop=True)
+    names = rates['label'] if 'label' in rates else rates['map']
+    if ax is None: fig = NotebookFigure(figsize=(1.6 + 1.25 * len(rates), 4.2)); ax = fig.subplots()
+    else: fig = ax.figure
+    err = np.array([rates.pointing - rates.pointing_low, rates.pointing_high - rates.pointing]).clip(0)
+    colours = ['firebrick' if m == 'cam' else 'grey' for m in rates['map']]
+    ax.bar(range(len(rates)), rates.pointing, yerr=np.nan_to_num(err), capsize=4, color=colours)
+    chance = rates.lesion_fraction.mean()
+    ax.axhline(chance, ls='--', color='black', lw=1, label=f'chance (random point): {chance:.2f}')
+    ax.set_xticks(range(len(rates)), [textwrap.fill(str(name), 16) + f'\nN = {n}' for name, n in zip(names, rates.n)], fontsize=8)
+    ax.set(ylim=(0, 1.05), ylabel='pointing rate (95 % CI)', title=title); ax.legend(fontsize=8, loc='best')
+    fig.tight_layout()
+    return fig
 
 # %% ../nbs/11_gradcam.ipynb #c026
 def explain_rows(table:pd.DataFrame,     # rows with `patch_path`

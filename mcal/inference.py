@@ -17,8 +17,8 @@ from .callbacks import plain, main_process
 import mcal
 
 # %% auto #0
-__all__ = ['FORMAT', 'export_onnx', 'OnnxModel', 'onnx_available', 'save_model', 'read_config', 'file_digest', 'load_model',
-           'ReuseError', 'request_diff', 'reusable', 'normalise_patches', 'model_state', 'predict']
+__all__ = ['FORMAT', 'MODEL_FILES', 'export_onnx', 'OnnxModel', 'onnx_available', 'save_model', 'read_config', 'file_digest',
+           'load_model', 'ReuseError', 'request_diff', 'reusable', 'normalise_patches', 'model_state', 'predict']
 
 # %% ../nbs/07_inference.ipynb #c006
 def export_onnx(model:nn.Module,   # an mcal model (copied; the original is untouched)
@@ -51,6 +51,7 @@ def onnx_available() -> bool:
 
 # %% ../nbs/07_inference.ipynb #c008
 FORMAT = 'mcal-model-1'
+MODEL_FILES = ('config.json', 'model.safetensors', 'model.onnx')   # what `save_model` writes into a model folder
 
 def save_model(model:nn.Module,   # an `RoiModel` (or a learner, whose `.model` and `.config` are used)
                config:dict=None,  # backbone, classes, stats, field_of_view_mm, patch_size, history, request ...

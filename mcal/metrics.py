@@ -15,9 +15,9 @@ from .datasets import normalise_birads, normalise_label
 __all__ = ['BIRADS_SCORE', 'BIOPSY_THRESHOLD', 'BIRADS_ZERO', 'as_binary', 'placements', 'auc', 'delong_variance', 'auc_ci',
            'delong_paired', 'delong_unpaired', 'roc_points', 'binary_metrics', 'OperatingPoint',
            'cross_fitted_thresholds', 'birads_score', 'patient_bootstrap', 'brier', 'reliability',
-           'expected_calibration_error', 'fit_recalibration', 'wilson_ci', 'results_table', 'reader_points',
-           'roc_figure', 'roc_plot', 'reader_analysis', 'decision_curve', 'decision_curve_plot', 'biopsies_avoided',
-           'reliability_plot']
+           'expected_calibration_error', 'fit_recalibration', 'wilson_ci', 'results_table', 'learning_verdict',
+           'reader_points', 'roc_figure', 'roc_plot', 'reader_analysis', 'decision_curve', 'decision_curve_plot',
+           'biopsies_avoided', 'reliability_plot']
 
 # %% ../nbs/10_metrics.ipynb #c006
 def as_binary(labels) -> np.ndarray:
@@ -244,7 +244,7 @@ def _fmt(v, lo, hi, pct=False, count=''):
     f = (lambda x: f'{100 * x:.0f} %') if pct else (lambda x: f'{x:.2f}')
     return f'{f(v)} [{f(lo)}, {f(hi)}]' + (f' {count}' if count else '')
 
-_NONE = dict(sensitivity='no malignant case', specificity='no benign case', ppv='no case called malignant',
+_NOTHING_TO_COUNT = dict(sensitivity='no malignant case', specificity='no benign case', ppv='no case called malignant',
              npv='no case called benign', accuracy='no case')      # why a proportion has nothing to count
 
 def wilson_ci(k:int, n:int, level=0.95) -> tuple[float, float]:
@@ -283,11 +283,12 @@ def results_table(labels, model_scores,
     if reader_birads is not None: who.append(('reader (BI-RADS ≥ 4)', read, r, r, BIOPSY_THRESHOLD))
     rows = {name: _table_row(y[k], sc[k], dec[k], t, None if pids is None else pids[k], min_boot_patients, n_boot, seed)
             for name, k, sc, dec, t in who}
-    paired = reader_birads is not None and 0 < y[read].sum() < read.sum()          # a paired test needs both classes among the read cases
+    paired = reader_birads is not None and min(y[read].sum(), (1 - y[read]).sum()) >= 2   # a paired test needs two of each class
     p = delong_paired(y[read], s[read], r[read]) if paired else None
     table = pd.DataFrame(rows).T
     if p is not None: table['p (paired DeLong)'] = [f"{p['p']:.3f}", '']
     table.attrs.update(excluded_without_birads=int((~read).sum()) if reader_birads is not None else 0, n_paired=int(read.sum()),
+                       model_auc_paired=auc(y[read], s[read]) if paired else None,      # the model's AUC on the cases the test compares
                        model_threshold=tuple(thr) if per_case else thr, delong=p)
     return table
 
@@ -302,12 +303,27 @@ def _table_row(y, scores, decisions, threshold, pids, min_boot_patients, n_boot,
     else: cis = {k: wilson_ci(*_proportion_counts(m, k)) for k in keys}
     def cell(k):
         hit, n = _proportion_counts(m, k)
-        return f'– ({_NONE[k]}) 0/0' if n == 0 else _fmt(m[k], *cis[k], pct=True, count=f'{hit}/{n}')
+        return f'– ({_NOTHING_TO_COUNT[k]}) 0/0' if n == 0 else _fmt(m[k], *cis[k], pct=True, count=f'{hit}/{n}')
     a, lo, hi = auc_ci(y, scores) if 0 < y.sum() < len(y) else (np.nan,) * 3
     return {'AUC [95% CI]': _fmt(a, lo, hi) if np.isfinite(a) else '– (needs both classes)',
             **{k.upper() if len(k) == 3 else k: cell(k) for k in keys},
             'N benign / malignant': f'{(y == 0).sum()} / {(y == 1).sum()}',
             'proportion CIs': f'patient bootstrap ({len(set(pids))} patients)' if boot else 'Wilson (too few patients for a bootstrap)'}
+
+# %% ../nbs/10_metrics.ipynb #c038d
+def learning_verdict(labels, scores,
+                     what='the model',    # named in the sentence
+                     min_per_class=10,    # fewer cases of a class: too few to tell
+                     level=0.95) -> str:
+    "Whether `scores` learnt: AUC with its DeLong CI and N against chance (0.5), or why it cannot be told, in one sentence."
+    y = as_binary(labels); n_pos = int(y.sum()); n = len(y)
+    if min(n_pos, n - n_pos) < min_per_class:
+        return (f'{what}: cannot tell: N = {n} ({n_pos} positive, {n - n_pos} negative), fewer than {min_per_class} of a class '
+                'is too few for an AUC to mean anything')
+    a, lo, hi = auc_ci(y, scores, level)
+    verdict = ('learnt: the CI lies above chance (0.5)' if lo > 0.5 else 'worse than chance: the CI lies below 0.5' if hi < 0.5
+               else 'did not learn: the CI holds chance (0.5)')
+    return f'{what}: AUC {a:.2f} [{lo:.2f}, {hi:.2f}], N = {n} ({n_pos} positive): {verdict}'
 
 # %% ../nbs/10_metrics.ipynb #c040
 def reader_points(labels, reader_birads, zero='exclude') -> pd.DataFrame:

@@ -4,7 +4,7 @@
 
 # %% ../nbs/13_pipeline.ipynb #c003
 from __future__ import annotations
-import json, shutil, time
+import json, shutil, tempfile, time
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,7 +15,7 @@ from .roi import DEFAULT_FIELD_OF_VIEW_MM, show_patches
 from .datasets import load_csv, usable, normalise_label, normalise_birads, load_mias, flag_off_breast, mias_other_task, load_cbis_ddsm, load_folder_classes
 from .data import build_patches, load_patch, paper_split, grouped_cv, patch_dataloaders, whole_image_task, skipped_items, check_one_intent
 from .weights import get_backbone
-from .inference import read_config
+from .inference import read_config, MODEL_FILES
 from fastai.torch_core import distrib_barrier
 from .callbacks import main_process, main_first, init_distributed
 from .learner import stage1
@@ -27,10 +27,10 @@ from .gradcam import write_cams
 from .synth import default_study
 
 # %% auto #0
-__all__ = ['MEMBER_FILES', 'NEGATIVE_CLASSES', 'SPLITS', 'study_csv', 'Ingested', 'ingest', 'StudyRun', 'Intermediate',
-           'check_patients_apart', 'load_intermediate', 'check_split', 'check_study_options', 'run_study',
-           'write_study_report', 'Predictions', 'predict_rois', 'write_predictions_report', 'Evaluation',
-           'read_predictions', 'evaluate_predictions', 'write_evaluation_report']
+__all__ = ['NEGATIVE_CLASSES', 'SPLITS', 'study_csv', 'Ingested', 'ingest', 'StudyRun', 'Intermediate', 'check_patients_apart',
+           'load_intermediate', 'check_split', 'check_study_options', 'run_study', 'write_study_report', 'Predictions',
+           'predict_rois', 'write_predictions_report', 'Evaluation', 'read_predictions', 'evaluate_predictions',
+           'write_evaluation_report']
 
 # %% ../nbs/13_pipeline.ipynb #c006
 def study_csv(data) -> Path:
@@ -98,13 +98,11 @@ def _stage1_task(patches, train_patients, cache, size, bs, seed, backbone, devic
     inter = build_patches(whole_image_task(patches, train_patients), cache, size=size, progress=False).table
     return _stage1_loaders(inter, ['no cancer', 'cancer'], bs, seed, backbone, device), inter
 
-MEMBER_FILES = ('config.json', 'model.safetensors', 'model.onnx')   # what `save_model` writes into a member folder
-
 def _drop_stale_members(folder:Path, members:list):
-    "Remove the saved files of earlier members the current ensemble does not use (and their folders, once empty)."
-    for f in [p.parent for p in folder.glob('*/config.json')]:
+    "Remove the saved files of earlier members, finished or not, that the current ensemble does not use (and their folders, once empty)."
+    for f in [p for p in folder.iterdir() if p.is_dir()]:
         if f in members: continue
-        for name in MEMBER_FILES: (f / name).unlink(missing_ok=True)
+        for name in MODEL_FILES: (f / name).unlink(missing_ok=True)
         shutil.rmtree(f / 'checkpoints', ignore_errors=True)       # an unfinished member's resume state
         if not any(f.iterdir()): f.rmdir()
 
@@ -185,8 +183,7 @@ def check_split(split,          # 'paper' (a held-out test set) or 'cv' (every R
                         'name an intermediate set of other patients or a stage-1 model folder (--intermediate)')
 
 # %% ../nbs/13_pipeline.ipynb #c019b
-def check_study_options(field_of_view_mm=DEFAULT_FIELD_OF_VIEW_MM, size=128, epochs=12, frozen_epochs=2, stage1_epochs=3,
-                        n_splits=3, lr=1e-3, bs=16, seed=0):
+def check_study_options(field_of_view_mm, size, epochs, frozen_epochs, stage1_epochs, n_splits, lr, bs, seed):
     "Refuse, before any work, an option of `run_study` outside its range (`OptionError` naming it as the command line does)."
     check_option('field_of_view_mm', field_of_view_mm, 0, low_open=True)
     check_option('size', size, 32, integer=True)                       # a 32-pixel patch is one cell of a backbone's last grid
@@ -247,6 +244,7 @@ def _train_study(run:StudyRun, backbone, weights, epochs, frozen_epochs, stage1_
     "`run_study`'s training: split, stage 1, the stage-2 ensemble, the results table and the CAMs, into `run`."
     out, ing, say = run.out, run.ingested, print if progress else (lambda *a, **k: None)
     field_of_view_mm, size = run.request['field_of_view_mm'], run.request['size']
+    if main_process(): (out / 'models' / 'threshold.json').unlink(missing_ok=True)   # the earlier ensemble's: never paired with new members
     check_one_intent(ing.patches)
     sets = paper_split(ing.patches, seed=seed) if split == 'paper' else pd.Series('train', ing.patches.index)
     train_rois, test_rois = (ing.patches[sets == s].reset_index(drop=True) for s in ('train', 'test'))
@@ -307,8 +305,10 @@ def _table_notes(results:pd.DataFrame) -> list:
     "What a reader of the results table must know: which cases each row is on."
     missing = results.attrs.get('excluded_without_birads', 0)
     if not missing or 'reader (BI-RADS ≥ 4)' not in results.index: return []
+    paired = results.attrs.get('model_auc_paired')
     return [f'- the model\'s row is on every ROI; the reader\'s row and the paired DeLong test are on the {results.attrs["n_paired"]} ROIs '
-            f'with a usable BI-RADS ({missing} without one, or BI-RADS 0)']
+            f'with a usable BI-RADS ({missing} without one, or BI-RADS 0)'
+            + (f'; on those, the model\'s AUC is {paired:.3f}' if paired is not None else '; too few of them for a paired test')]
 
 def _model_lines(run:StudyRun) -> list:
     "The report's double-transfer-learning section, writing the tables, threshold and ROC it shows."
@@ -380,10 +380,11 @@ def _check_intent(cfg:dict, patches:pd.DataFrame, model:Path):
         raise AnnotationError(f'{model} was trained on {trained} images, the input holds {sorted(given)}: '
                               'raw FOR PROCESSING and processed FOR PRESENTATION mammograms look nothing alike; use the kind the model knows')
 
-def _threshold_of(model:Path) -> tuple[float, str]:
+def _threshold_of(model:Path) -> tuple[float|None, str]:
+    "The threshold fitted when the ensemble was trained (None if none lies beside the model), and where it came from."
     for f in (model / 'models' / 'threshold.json', model / 'threshold.json', model.parent / 'threshold.json', model.parent.parent / 'threshold.json'):
         if f.exists(): return float(json.loads(f.read_text())['threshold']), f'fitted when the ensemble was trained ({f})'
-    return 0.5, 'default 0.5 (no fitted threshold found next to the model)'
+    return None, 'default 0.5 (no fitted threshold found next to the model)'
 
 # %% ../nbs/13_pipeline.ipynb #c033
 def predict_rois(model,                 # saved model folder, folder of members, or report folder
@@ -397,15 +398,21 @@ def predict_rois(model,                 # saved model folder, folder of members,
     "Apply a saved ensemble to a study's ROIs: predictions.csv (with the threshold), gradcam/, report.html, skipped.csv in `out`."
     t0 = time.time()
     model = Path(model); members = model_members(model); cfg = read_config(members[0])
-    with OutputFolder(out, 'predict', inputs=[model, data]) as out:      # a failed run leaves nothing of its own behind
-        ing = ingest(data, out / 'cache', cfg['field_of_view_mm'], cfg['patch_size'], require_labels=False, progress=progress)
-        _check_intent(cfg, ing.patches, model)
-        preds = ensemble_predictions(members, ing.patches, tta=tta, engine=engine) if len(ing.patches) else pd.DataFrame(columns=['roi_id', 'prob'])
-        if cams and len(ing.patches): write_cams(members, ing.patches.merge(preds[['roi_id', 'prob']], on='roi_id'), out / 'gradcam', method, progress)
-        threshold, source = _threshold_of(model)
-        result = Predictions(out, model, members, cfg, ing, preds.assign(threshold=threshold), threshold, source, time.time() - t0)
-        write_predictions_report(result, out)
-        shutil.rmtree(out / 'cache', ignore_errors=True)                # the patches were cut for this run only
+    with OutputFolder(out, 'predict', inputs=[model, data]) as out:
+        work = Path(tempfile.mkdtemp(prefix='.mcal-work-', dir=out))      # hidden: the earlier predictions stay whole until this run succeeds
+        try:
+            ing = ingest(data, work / 'cache', cfg['field_of_view_mm'], cfg['patch_size'], require_labels=False, progress=progress)
+            _check_intent(cfg, ing.patches, model)
+            preds = ensemble_predictions(members, ing.patches, tta=tta, engine=engine) if len(ing.patches) else pd.DataFrame(columns=['roi_id', 'prob'])
+            if cams and len(ing.patches): write_cams(members, ing.patches.merge(preds[['roi_id', 'prob']], on='roi_id'), work / 'gradcam', method, progress)
+            fitted, source = _threshold_of(model)                         # the column only for a threshold really fitted
+            result = Predictions(out, model, members, cfg, ing, preds if fitted is None else preds.assign(threshold=fitted),
+                                 0.5 if fitted is None else fitted, source, time.time() - t0)
+            write_predictions_report(result, work)
+            shutil.rmtree(work / 'cache')                                 # the patches were cut for this run only
+            for f in sorted(p for p in work.rglob('*') if p.is_file()):   # into place, each file by one rename
+                (out / f.relative_to(work)).parent.mkdir(parents=True, exist_ok=True); f.replace(out / f.relative_to(work))
+        finally: shutil.rmtree(work, ignore_errors=True)
     return result
 
 # %% ../nbs/13_pipeline.ipynb #c034
@@ -505,10 +512,12 @@ def read_predictions(path,           # predictions CSV, or a folder of CBIS-DDSM
 # %% ../nbs/13_pipeline.ipynb #c038c
 def _threshold_for(t:pd.DataFrame, threshold, probability:bool) -> tuple:
     "The model threshold to apply (a number, or one per row) and where it came from, in words."
+    if isinstance(threshold, OperatingPoint): threshold = threshold.threshold
+    if threshold is not None and np.ndim(threshold): return np.asarray(threshold, float), "each row's own, as given"
     if threshold is not None:
-        if probability: check_option('threshold', threshold, 0, 1)
+        check_option('threshold', threshold, *((0, 1) if probability else (None, None)))
         return threshold, f'{threshold:g}, as given (--threshold)'
-    if len(t) and t.threshold.notna().all():
+    if probability and len(t) and t.threshold.notna().all():         # mcal's column holds a probability's threshold
         if t.threshold.nunique() == 1: return float(t.threshold.iloc[0]), f'{t.threshold.iloc[0]:.3f}, from the table\'s threshold column (fitted when the model was trained)'
         return t.threshold.to_numpy(), "each row's own, from the table's threshold column (mcal's CV split: fitted on the other folds)"
     return 0.5, 'default 0.5: the table has no complete threshold column; give --threshold to choose one'

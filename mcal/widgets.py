@@ -123,6 +123,7 @@ class CamBrowser:
     def order(self, by='error') -> list:
         "roi_ids sorted by 'error' (wrong at the threshold first, most confident mistake first, then right calls, least confident first), 'confidence' or 'roi_id'."
         p = self.preds
+        if by not in ('error', 'confidence', 'roi_id'): raise MCalError(f"order by {by!r}: 'error', 'confidence' or 'roi_id'")
         if by == 'roi_id': return list(p.roi_id)
         margin = np.abs(p.prob.values - self.threshold)                    # how confident the call is
         if by == 'confidence': return list(p.roi_id.iloc[np.argsort(-margin, kind='stable')])

@@ -20,6 +20,6 @@ if command -v chromium >/dev/null 2>&1 && python -c "import playwright" 2>/dev/n
   echo "(nbs/16_walkthrough.ipynb runs once, in JupyterLab, in tests/test_browser.py)"
 fi
 echo "== nbdev-test"
-time nbdev-test --n-workers 2 "${skip[@]}"
+time nbdev-test --n-workers 2 --cell-timeout 3600 "${skip[@]}"   # a cell limit is only a hang guard: a slow machine never fails a correct run
 echo "== pytest"
 python -m pytest tests -p no:cacheprovider -q --durations=15

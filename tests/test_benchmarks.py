@@ -1,7 +1,7 @@
 """Each benchmark's --quick mode, on the real data in ../shared/data: proves the scripts still run end to end
 against the library (they measure nothing at this size; the committed results are from their full runs).
-Every test stands alone, in any order: what a script needs from another (the stage-1 model) comes from a
-session fixture, and a slow machine never fails a correct run (the only time limit is a hang guard)."""
+Every test stands alone, in any order: what a script needs from another (the stage-1 model, the d-TL members and
+their out-of-fold table) comes from a session fixture, and a slow machine never fails a correct run (the only time limit is a hang guard)."""
 import sys
 from pathlib import Path
 import pandas as pd
@@ -42,10 +42,17 @@ def test_stage1_screening_quick(stage1_quick):
     assert (results / 'stage1_lr_find_quick.png').exists()
 
 
+@pytest.fixture(scope='session')
+def dtl_quick(work, tmp_path_factory):
+    "The results folder of `dtl_mias.py --quick`, whose members (in `work`) and out-of-fold table the Grad-CAM run explains."
+    results = tmp_path_factory.mktemp('dtl_results')
+    _run('dtl_mias.py', '--work', str(work), '--results', str(results))
+    return results
+
+
 @pytest.mark.data
-def test_dtl_mias_quick(work, tmp_path):
-    _run('dtl_mias.py', '--work', str(work), '--results', str(tmp_path))
-    out = pd.read_csv(tmp_path / 'dtl_mias_quick.csv')
+def test_dtl_mias_quick(dtl_quick):
+    out = pd.read_csv(dtl_quick / 'dtl_mias_quick.csv')
     calc = out[out.target == 'calc'].set_index('arm')
     assert {'geometry (log radius)', 'tf_efficientnet_lite0/dtl-screening640'} <= set(calc.index)
     assert calc.loc['tf_efficientnet_lite0/dtl-screening640', 'n'] == 25
@@ -53,8 +60,9 @@ def test_dtl_mias_quick(work, tmp_path):
 
 
 @pytest.mark.data
-def test_gradcam_mias_quick(work, stage1_quick, tmp_path):
-    _run('gradcam_mias.py', '--work', str(work), '--results', str(tmp_path), '--stage1', str(stage1_quick[0]))
+def test_gradcam_mias_quick(work, stage1_quick, dtl_quick, tmp_path):
+    _run('gradcam_mias.py', '--work', str(work), '--results', str(tmp_path), '--stage1', str(stage1_quick[0]),
+         '--dtl-oof', str(dtl_quick / 'dtl_mias_oof_quick.csv'))
     summary = pd.read_csv(tmp_path / 'gradcam_mias_quick.csv')
     assert {'cam', 'centred Gaussian', 'uniform random point', 'brightest spot (top-hat)'} <= set(summary['map'])
     whole = pd.read_csv(tmp_path / 'gradcam_whole_image_quick.csv')

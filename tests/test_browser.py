@@ -122,7 +122,8 @@ def test_roc_slider_in_jupyterlab(lab):
     assert (ARTIFACTS / 'browser_roc.png').stat().st_size > 10_000
 
 
-FIGURE_CALLS = ('show_patches(', 'show_batch(', 'lr_find(', 'plot.bar(', 'plot_loss(', 'cam_figure(', 'roc_figure(', 'RocExplorer(', 'CamBrowser(')
+FIGURE_CALLS = ('show_patches(', 'show_batch(', 'lr_find(', 'plot.bar(', 'plot_loss(', 'cam_figure(', 'roc_figure(', 'roc_plot(', 'pointing_plot(',
+                'RocExplorer(', 'CamBrowser(')
 
 
 def _run_all(page, tries=3):

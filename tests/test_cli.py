@@ -22,6 +22,7 @@ def test_demo_writes_report(tmp_path):
     assert 'SYNTHETIC' in (tmp_path / 'rep' / 'report.md').read_text()
 
 
+@pytest.mark.slow
 def test_demo_trains_on_data_samples_and_predict_reuses_it(tmp_path):
     "The README's main job: both stages on data_samples/, AUC and ROC in the report; then `mcal predict` on its models."
     repo = Path(__file__).resolve().parent.parent
@@ -52,7 +53,6 @@ def test_demo_trains_on_data_samples_and_predict_reuses_it(tmp_path):
     assert len(list((out / 'gradcam').glob('*.png'))) == 31
     html = (out / 'report.html').read_text()
     assert 'AUC' in html and 'plotly' in html and rows.roi_id[0] in html
-    assert not (tmp_path / 'pred.partial').exists()
 
 
 def test_predict_without_labels_and_bad_model(tmp_path):
@@ -109,6 +109,7 @@ def trained(tmp_path_factory):
     return out / 'rep'
 
 
+@pytest.mark.slow
 def test_demo_twice_into_one_folder_with_two_backbones(tmp_path):
     "A model is reused only for its own request: the second run retrains, and its report and members say resnet18."
     import json
@@ -138,6 +139,7 @@ def test_demo_ingests_with_and_without_optional_columns(tmp_path, drop):
     else: assert cut.patch_path.notna().sum() == 32 and len(skipped) == 0
 
 
+@pytest.mark.slow
 def test_demo_trains_without_a_reader_column(tmp_path):
     "The common case of a user's CSV: labels but no reader BI-RADS; the report has the model's row alone."
     r = _mcal('demo', '--data', str(_study_csv(tmp_path, ['birads'])), '--out', str(tmp_path / 'rep'), '--backbone', 'resnet18',
@@ -302,6 +304,12 @@ def test_evaluate_applies_the_threshold_training_fitted(trained, tmp_path, capsy
     assert f'Model threshold: {fitted:.3f}, from the table\'s threshold column' in (tmp_path / 'ev' / 'report.md').read_text()
     r = _here(capsys, 'predict', str(trained), str(_study_csv(tmp_path)), '--out', str(tmp_path / 'pred'), '--no-cams', '--no-tta', '--quiet')
     assert (pd.read_csv(tmp_path / 'pred' / 'predictions.csv').threshold == fitted).all()
+    import shutil                                                     # a member alone, with no fitted threshold beside it:
+    shutil.copytree(sorted((trained / 'models' / 'members').iterdir())[0], tmp_path / 'lone')
+    assert _here(capsys, 'predict', str(tmp_path / 'lone'), str(_study_csv(tmp_path)), '--out', str(tmp_path / 'p2'), '--no-cams', '--quiet').returncode == 0
+    assert 'threshold' not in pd.read_csv(tmp_path / 'p2' / 'predictions.csv')   # no column claims a fitted threshold
+    assert _here(capsys, 'evaluate', str(tmp_path / 'p2' / 'predictions.csv'), '--out', str(tmp_path / 'e2'), '--n-boot', '20', '--quiet').returncode == 0
+    assert 'Model threshold: default 0.5' in (tmp_path / 'e2' / 'report.md').read_text()
 
 
 @pytest.mark.parametrize('value,why', [('1.7', 'outside [0, 1]'), ('-0.2', 'outside [0, 1]'), ('73', 'a percentage?')])

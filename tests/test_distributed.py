@@ -19,6 +19,7 @@ import pandas as pd, pytest, torch
 from conftest import run_guarded, HANG_GUARD_S
 
 pytestmark = [pytest.mark.distributed, pytest.mark.slow]
+AFTER_RESULT_S = 60   # a process that gave its result (or was declared hung) gets this long to exit before it is killed
 
 ROOT = Path(__file__).resolve().parents[1]
 ARGS = ['train', '--data', str(ROOT / 'data_samples'), '--size', '32', '--backbone', 'resnet18', '--weights', 'none', '--stage1-epochs', '1',
@@ -83,7 +84,7 @@ def _spawn_two(worker, *args) -> dict:
     try: return dict(results.get(timeout=HANG_GUARD_S) for _ in procs)   # a rank left waiting at a barrier gives no result: a hang, a failure
     except queue.Empty: pytest.fail(f'hung: {worker.__name__} gave no result from both processes in {HANG_GUARD_S} s')
     finally:
-        for p in procs: p.join(timeout=HANG_GUARD_S); p.kill()
+        for p in procs: p.join(AFTER_RESULT_S); p.kill()
 
 
 def _fit_worker(rank, port, results):
