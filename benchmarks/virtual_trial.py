@@ -26,8 +26,9 @@ per axis: a cluster spans 3-9 mm of the 12.8 mm patch), Grad-CAM and LayerCAM at
 MARGIN_MM and against the annotated cluster outline, beside the centred Gaussian, a uniform random point and the
 top-hat brightest spot; right and wrong cases at threshold 0.5 (the training sets are balanced).
 
-    python benchmarks/virtual_trial.py            # about 60 min on 2 cores
+    python benchmarks/virtual_trial.py            # 28 min on 2 cores (README)
     python benchmarks/virtual_trial.py --quick    # CI (about a minute): a small trial, two sizes, three arms, one epoch
+    python benchmarks/virtual_trial.py --panel-only   # only virtual_trial_cams.png: the dtl-virtual member on all 302 ROIs
 Writes (results folder): virtual_trial.csv (one row per arm, size and repeat, plus the baselines),
 virtual_trial_summary.csv (per arm and size: mean AUC over repeats, paired tests), virtual_trial_reader.csv (the
 paper's table at the largest size), virtual_trial_test_probs.csv (every test probability), virtual_trial_localisation.csv
@@ -220,6 +221,14 @@ def cam_figure(loc, path, arm, method, level, n=6):
     fig.savefig(path, dpi=90, bbox_inches='tight')
 
 
+def cam_panel(patches, split, start, work, results, epochs):
+    "Only the CAM panel: the dtl-virtual member on the whole pool, trained as the full run trains it, its LayerCAM at the finest level."
+    _, _, test = learning_curve(patches, split, {'dtl-virtual': start}, [], lambda n: 1, work / 'full', dict(epochs=epochs, frozen_epochs=1, bs=16))
+    member = work / 'full' / 'members' / f'dtl-virtual-n{int((split == "train").sum())}-r0'
+    _, loc = localise({'dtl-virtual': member}, test, work, ['layercam'], [0, 1, 2])
+    cam_figure(loc, results / 'virtual_trial_cams.png', 'dtl-virtual', 'layercam', 2)
+
+
 def main(a):
     t_start = time.time()
     work, results = Path(a.work), Path(a.results); results.mkdir(parents=True, exist_ok=True)
@@ -236,11 +245,12 @@ def main(a):
     inter = virtual_intermediate(inter_dir, cache)
     s1_epochs = 1 if a.quick else 3
     s1_rows, arms = [], {'scratch': (None, None), 'imagenet': (None, 'imagenet')}
-    if not a.quick:
+    if not a.quick and not a.panel_only:
         folder, row = run_stage1('inter-virtual', inter, None, work, s1_epochs, a.quick); s1_rows.append(row)
         arms['inter-virtual'] = (folder, None)
     folder, row = run_stage1('dtl-virtual', inter, 'imagenet', work, s1_epochs, a.quick); s1_rows.append(row)
     arms['dtl-virtual'] = (folder, None)
+    if a.panel_only: return cam_panel(patches, split, arms['dtl-virtual'], work, results, a.epochs)
     if a.stage1 and Path(a.stage1).exists():
         card = read_config(a.stage1)['card']
         arms['dtl-screening640'] = (Path(a.stage1), None)
@@ -294,4 +304,5 @@ if __name__ == '__main__':
     p.add_argument('--stage1', default=str(HERE / 'work' / 'stage1' / 'lite0-320-defaults'),
                    help='the learnt screening640 stage 1 (benchmarks/stage1_screening.py); skipped when missing')
     p.add_argument('--epochs', type=int, default=6, help='unfrozen target epochs (after one frozen)')
+    p.add_argument('--panel-only', action='store_true', help='only virtual_trial_cams.png: the dtl-virtual member on all 302 ROIs (minutes)')
     main(p.parse_args())
