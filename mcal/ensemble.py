@@ -13,7 +13,7 @@ from .data import grouped_cv, patch_dataloaders, check_no_leak
 from .weights import get_backbone
 from .inference import save_model, load_model, predict, read_config, reusable
 from .learner import roi_learner, transfer, fine_tune, data_fingerprint, weights_id
-from .callbacks import main_process
+from .distributed import main_process
 from .inference import file_digest
 from .roi import DEFAULT_FIELD_OF_VIEW_MM
 

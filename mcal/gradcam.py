@@ -12,6 +12,7 @@ from torch import nn
 from pytorch_grad_cam import GradCAM, GradCAMPlusPlus, EigenCAM, ScoreCAM, LayerCAM
 from scipy import ndimage
 from .core import *
+from .radiomics import tophat, spot_pixels
 from pathlib import Path
 from .weights import body_layer, body_stages
 from .inference import normalise_patches, model_state, load_model
@@ -128,9 +129,9 @@ def tophat_map(patch:np.ndarray,         # grey patch in [0, 1]
                mm_per_pixel:float,       # the patch's sampling
                spot_mm=1.0               # structures up to this size count as spots
               ) -> np.ndarray:
-    "The brightest-spot baseline: a white top-hat (bright detail smaller than `spot_mm`), lightly smoothed, in [0, 1]."
-    k = max(int(round(spot_mm / mm_per_pixel)) | 1, 3)
-    th = ndimage.gaussian_filter(ndimage.white_tophat(patch.astype(np.float32), size=(k, k)), sigma=max(k / 6, 0.5))
+    "The brightest-spot baseline: `mcal.radiomics.tophat` (bright detail smaller than `spot_mm`), lightly smoothed, in [0, 1]."
+    sigma = max(spot_pixels(spot_mm, mm_per_pixel) / 6, 0.5)
+    th = ndimage.gaussian_filter(tophat(patch, mm_per_pixel, spot_mm), sigma=sigma)
     return th / th.max() if th.max() > 0 else th
 
 # %% ../nbs/11_gradcam.ipynb #c023

@@ -13,7 +13,8 @@ from torch import nn
 from .core import *
 from .weights import roi_model, read_state_dict
 from fastai.torch_core import distrib_barrier
-from .callbacks import plain, main_process
+from .callbacks import plain
+from .distributed import main_process
 import mcal
 
 # %% auto #0

@@ -17,7 +17,8 @@ from .core import *
 from .roi import DEFAULT_FIELD_OF_VIEW_MM
 from .weights import get_backbone, roi_model, roi_splitter, read_state_dict
 from fastai.torch_core import num_distrib
-from .callbacks import (DataParallel, main_process, cpu_supports_bf16, bf16_is_faster, BF16Autocast, EpochCheckpoint, resume_point, write_progress,
+from .distributed import DataParallel, main_process
+from .callbacks import (cpu_supports_bf16, bf16_is_faster, BF16Autocast, EpochCheckpoint, resume_point, write_progress,
                             load_checkpoint, malignant_auc, auc_or_nan)
 from .inference import save_model, read_config, reusable, file_digest
 

@@ -5,17 +5,19 @@
 # %% ../nbs/12_synth.ipynb #c003
 from __future__ import annotations
 import json
+from dataclasses import dataclass, field
 from pathlib import Path
 import numpy as np
 import pandas as pd
 from PIL import Image
 from scipy import ndimage
 from .core import *
-from .dicom import write_dicom
+from .dicom_write import write_dicom
 
 # %% auto #0
 __all__ = ['BENIGN_MORPHOLOGIES', 'SUSPICIOUS_MORPHOLOGIES', 'DISTRIBUTIONS', 'TRIAL_SPACING_MM', 'synth_breast', 'add_cluster',
-           'make_study', 'default_study', 'power_law_background', 'add_trial_cluster', 'reader_birads', 'make_trial']
+           'make_study', 'default_study', 'power_law_background', 'add_trial_cluster', 'reader_birads', 'TissueRegion',
+           'power_law_tissue', 'make_trial', 'morphology_family', 'label_ceiling']
 
 # %% ../nbs/12_synth.ipynb #c005
 def synth_breast(rng, shape=(448, 448)) -> tuple[np.ndarray, np.ndarray]:
@@ -231,9 +233,27 @@ def reader_birads(rng, labels,
     cuts = [t3, t3 + 0.8, t3 + 1.5, t3 + 2.3]                                # 3 | 4A | 4B | 4C | 5
     return np.array(['3', '4A', '4B', '4C', '5'])[np.searchsorted(cuts, z)]
 
-# %% ../nbs/12_synth.ipynb #c025
-TRIAL_SPACING_MM = 0.085
+# %% ../nbs/12_synth.ipynb #c024b
+TRIAL_SPACING_MM = 0.085                  # the trial's pixel spacing, mm (an FFDM detector's)
 
+@dataclass
+class TissueRegion:
+    "One trial image's background in [0, 1], and where it came from."
+    image: np.ndarray                    # (size, size) float32, bright = dense
+    density: float                       # fatty (0) to dense (1), as labels.csv records it
+    imaged: bool = False                 # True: real tissue, already blurred by a detector; only the calcifications get the system blur
+    source: dict = field(default_factory=dict)   # extra labels.csv columns saying where the region came from
+
+def power_law_tissue(rng, size:int, pixel_spacing_mm:float) -> TissueRegion:
+    "The trial's default background: power-law noise (β 2.8–3.2) over a density drawn from fatty to dense."
+    density = rng.uniform(0.0, 1.0)
+    beta = rng.uniform(2.8, 3.2)
+    texture = power_law_background(rng, (size, size), beta=beta)
+    return TissueRegion(0.30 + 0.35 * density + (0.05 + 0.05 * density) * texture, density)
+
+power_law_tissue.description = dict(kind='power-law', beta='2.8-3.2', density='uniform 0-1')
+
+# %% ../nbs/12_synth.ipynb #c025
 def make_trial(out_dir,                  # folder to write (created)
                n_rois=396,               # the paper's 396 ROIs ...
                n_patients=194,           # ... on 194 patients
@@ -244,6 +264,8 @@ def make_trial(out_dir,                  # folder to write (created)
                difficulty=0.3,           # chance that a cluster borrows the other family's morphology
                size_shortcut=False,      # True: malignant clusters smaller (a shortcut the models could learn)
                reader_auc=0.65, reader_specificity=0.30,
+               background=power_law_tissue,  # `(rng, size, pixel_spacing_mm) -> TissueRegion`, e.g. `mcal.tissue.RealTissue`
+               paired=False,             # True: backgrounds draw from a stream of their own, so a seed gives the same clusters on any background
                progress=True) -> pd.DataFrame:
     "Write a virtual calcification trial (DICOM regions, per-calcification masks, labels.csv, trial.json); returns its table."
     if not (isinstance(n_rois, (int, np.integer)) and isinstance(n_patients, (int, np.integer)) and 1 <= n_patients <= n_rois):
@@ -253,17 +275,20 @@ def make_trial(out_dir,                  # folder to write (created)
     patient = np.sort(np.r_[np.arange(n_patients), rng.integers(0, n_patients, n_rois - n_patients)])   # every patient has at least one ROI
     labels = np.where(rng.permutation(n_rois) < int(round(malignant_fraction * n_rois)), 'malignant', 'benign')
     birads = reader_birads(rng, labels, reader_auc, reader_specificity)
+    tissue_rng = np.random.default_rng([seed, 1]) if paired else rng      # unpaired: one stream, as trials were first written
     rows, items = [], range(n_rois)
     if progress:
         from fastprogress.fastprogress import progress_bar
         items = progress_bar(items)
     for i in items:
         pid, rid = f'vt-{patient[i] + 1:03d}', f'vt-{i + 1:04d}'
-        density = rng.uniform(0.0, 1.0)                                          # fatty (0) to dense (1)
-        img = 0.30 + 0.35 * density + (0.05 + 0.05 * density) * power_law_background(rng, (size, size), beta=rng.uniform(2.8, 3.2))
+        region = background(tissue_rng, size, pixel_spacing_mm)
+        img, density = np.array(region.image, dtype=np.float32), region.density
         cx, cy = (size - 1) / 2 + rng.uniform(-0.15, 0.15, 2) * size
+        tissue = img.copy()
         info = add_trial_cluster(img, rng, cx, cy, labels[i], pixel_spacing_mm, difficulty, size_shortcut)
-        img = ndimage.gaussian_filter(img, 0.6)                                  # system blur (about 0.05 mm)
+        blur = lambda a: ndimage.gaussian_filter(a, 0.6)                        # system blur (about 0.05 mm)
+        img = tissue + blur(img - tissue) if region.imaged else blur(img)       # real tissue was blurred when it was imaged
         img = img + rng.normal(0, 1, img.shape) * 0.006 * np.sqrt(np.clip(img, 0.05, None))   # quantum noise grows with signal
         stored = np.round(np.clip(img, 0, 1) * 3500 + 300).astype(np.uint16)
         name, mask_name = f'images/{rid}.dcm', f'masks/{rid}.png'
@@ -273,11 +298,23 @@ def make_trial(out_dir,                  # folder to write (created)
         rows.append(dict(roi_id=rid, patient_id=pid, image_path=name, x=round(float(cx), 1), y=round(float(cy), 1),
                          radius=round(info['radius'], 1), label=labels[i], birads=birads[i], morphology=info['morphology'],
                          distribution=info['distribution'], n_calcifications=info['n_calcifications'], density=round(density, 3),
-                         calc_mask_path=mask_name, view=('CC', 'MLO')[(i // 2) % 2], laterality='LR'[i % 2]))
+                         calc_mask_path=mask_name, view=('CC', 'MLO')[(i // 2) % 2], laterality='LR'[i % 2], **region.source))
     table = pd.DataFrame(rows)
     table.to_csv(out / 'labels.csv', index=False)
     (out / 'trial.json').write_text(json.dumps(dict(generator='mcal.synth.make_trial', synthetic=True, seed=seed, n_rois=n_rois,
         n_patients=n_patients, size=size, pixel_spacing_mm=pixel_spacing_mm, malignant_fraction=malignant_fraction, difficulty=difficulty,
-        size_shortcut=size_shortcut, reader_auc=reader_auc, reader_specificity=reader_specificity), indent=2) + '\n')
+        size_shortcut=size_shortcut, reader_auc=reader_auc, reader_specificity=reader_specificity, paired=paired,
+        background=getattr(background, 'description', dict(kind=getattr(background, '__name__', repr(background))))), indent=2) + '\n')
     (out / 'synth.json').write_text(json.dumps(dict(generator='mcal.synth.make_trial', synthetic=True, seed=seed), indent=2) + '\n')
     return table
+
+# %% ../nbs/12_synth.ipynb #c026b
+def morphology_family(morphology) -> np.ndarray:
+    "'malignant' for a suspicious BI-RADS morphology, else 'benign': what a trial image shows, whatever the label."
+    return np.where(np.isin(np.asarray(morphology), SUSPICIOUS_MORPHOLOGIES), 'malignant', 'benign')
+
+def label_ceiling(table:pd.DataFrame) -> tuple[float, float, float]:
+    "The Bayes ceiling of a trial without `size_shortcut`: AUC (95 % CI) of the label scored by the morphology family."
+    from mcal.metrics import auc_ci
+    y = (table['label'] == 'malignant').values.astype(int)
+    return auc_ci(y, (morphology_family(table['morphology']) == 'malignant').astype(float))

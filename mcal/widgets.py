@@ -9,7 +9,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 from .core import *
-from .metrics import binary_metrics, roc_figure, roc_plot, roc_points, as_binary
+from .metrics import binary_metrics, roc_points, as_binary
+from .figures import roc_figure, roc_plot
 from .inference import read_config, load_model
 from .ensemble import positive_index
 from .gradcam import member_cams, cam_figure

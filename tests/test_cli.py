@@ -35,6 +35,9 @@ def test_demo_trains_on_data_samples_and_predict_reuses_it(tmp_path):
     assert 'cross-validated AUC' in text and '## Double transfer learning' in text
     preds = pd.read_csv(rep / 'predictions.csv')
     assert len(preds) == 32 and preds.prob.between(0, 1).all()
+    baseline = pd.read_csv(rep / 'baseline.csv')                          # the model-free top-hat forest on the same test ROIs
+    assert set(baseline.roi_id) == set(preds[preds.set == 'test'].roi_id) and baseline.tophat_forest.between(0, 1).all()
+    assert 'model-free baseline on the same ROIs' in text and 'paired DeLong p =' in text
     assert preds.groupby('patient_id').set.nunique().max() == 1          # no patient both in cv and test
     results = pd.read_csv(rep / 'results.csv')
     assert list(results.who) == ['model', 'reader (BI-RADS ≥ 4)'] and results['AUC [95% CI]'].str.contains(r'\[').all()
@@ -370,7 +373,7 @@ def test_small_things_a_user_reads(trained, tmp_path, capsys):
     p.to_csv(tmp_path / 'noreader.csv', index=False)
     assert _here(capsys, 'evaluate', str(tmp_path / 'noreader.csv'), '--out', str(tmp_path / 'e'), '--n-boot', '20', '--quiet').returncode == 0
     assert 'No reader row: the table has no `birads` column.' in (tmp_path / 'e' / 'report.md').read_text()
-    from mcal.pipeline import _avoided_lines
+    from mcal.evaluate import _avoided_lines
     line = ' '.join(_avoided_lines(dict(avoided_per_100=-8.3, ci_low=-20, ci_high=3, reader_sensitivity=1, model_threshold=0.2,
                                        model_sensitivity=1, reader_benign_biopsies=4, model_benign_biopsies=6, n=24)))
     assert 'A negative number means that the model' in line

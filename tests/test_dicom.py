@@ -13,8 +13,8 @@ from pydicom.pixels import apply_voi
 from PIL import Image
 from mcal.core import MCalError, DicomError, ImageFileError
 from mcal import dicom as mdicom
-from mcal.dicom import (read_dicom, read_mammogram, write_dicom, voi_lut_item, read_lut, apply_lut, DicomWriteError,
-                        looks_like_dicom, dicom_presentation_intent)
+from mcal.dicom import read_dicom, read_mammogram, read_lut, apply_lut, looks_like_dicom, dicom_presentation_intent
+from mcal.dicom_write import write_dicom, voi_lut_item, DicomWriteError
 
 STORED = np.tile(np.arange(0, 4096, 13, dtype=np.uint16), (3, 1))   # a 12-bit ramp, 3 rows
 

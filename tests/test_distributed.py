@@ -64,7 +64,7 @@ def test_two_cpu_processes_train_like_one(tmp_path):
 def _join(rank, port):
     "Make this spawned process rank `rank` of two on the gloo backend."
     os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE='2', LOCAL_WORLD_SIZE='2', MASTER_ADDR='127.0.0.1', MASTER_PORT=str(port))
-    from mcal.callbacks import init_distributed
+    from mcal.distributed import init_distributed
     init_distributed('cpu')
 
 
@@ -92,7 +92,7 @@ def _fit_worker(rank, port, results):
     from fastai.data.core import DataLoaders
     from fastai.learner import Learner
     from fastai.losses import CrossEntropyLossFlat
-    from mcal.callbacks import DataParallel
+    from mcal.distributed import DataParallel
     g = torch.Generator().manual_seed(0)                 # the same data in both processes; each takes its half of every batch
     x = torch.randn(64, 4, generator=g); ds = list(zip(x, (x[:, 0] > 0).long()))
     weights = {}
@@ -116,7 +116,7 @@ def test_data_parallel_keeps_processes_in_step():
 
 def _main_first_worker(rank, port, folder, results):
     _join(rank, port)
-    from mcal.callbacks import main_first
+    from mcal.distributed import main_first
     def cut():                                           # rank 0 writes; the others find what it wrote
         if rank == 0: (Path(folder) / 'patches.txt').write_text('cut by rank 0')
         return (Path(folder) / 'patches.txt').read_text()

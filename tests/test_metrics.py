@@ -5,7 +5,8 @@ from scipy import stats
 from sklearn.metrics import roc_auc_score
 from mcal.core import MCalError
 from mcal.metrics import (auc, auc_ci, delong_variance, delong_paired, delong_unpaired, patient_bootstrap, binary_metrics,
-                          OperatingPoint, birads_score, results_table, brier, expected_calibration_error, roc_points)
+                          OperatingPoint, brier, expected_calibration_error, roc_points)
+from mcal.clinical import birads_score, results_table
 
 
 def _psi(x, y): return (x > y) + 0.5 * (x == y)

