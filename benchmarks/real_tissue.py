@@ -88,10 +88,10 @@ def beta_of(image, spacing_mm=TRIAL_SPACING_MM, band=(0.2, 1.0)):
 
 
 def mean_ci(v):
-    "Mean and t-based 95 % CI."
+    "Mean and t-based 95 % CI (scipy's interval)."
     from scipy import stats
-    v = np.asarray(v, float); m = v.mean(); h = stats.t.ppf(0.975, len(v) - 1) * v.std(ddof=1) / np.sqrt(len(v))
-    return m, m - h, m + h
+    v = np.asarray(v, float)
+    return (v.mean(), *stats.t.interval(0.95, len(v) - 1, loc=v.mean(), scale=stats.sem(v)))
 
 
 def generic_features(img):
