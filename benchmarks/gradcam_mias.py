@@ -32,8 +32,9 @@ from mcal.data import build_patches, displaced, load_patch
 from mcal.inference import load_model, predict
 from mcal.ensemble import positive_index
 from mcal.metrics import OperatingPoint, wilson_ci
-from mcal.gradcam import (explain_rows, localisation, localisation_summary, cam_grid, road_scores, randomisation_check,
-                          centre_gaussian, tophat_map, member_cams, quantus_localisation)
+from mcal.gradcam import explain_rows, cam_grid, member_cams
+from mcal.localisation import (localisation, localisation_summary, road_scores, randomisation_check,
+                               centre_gaussian, tophat_map, quantus_localisation)
 
 HERE = Path(__file__).parent
 RESULTS = HERE / 'results'

@@ -38,7 +38,7 @@ import numpy as np, pandas as pd
 for category in (FutureWarning, DeprecationWarning): warnings.filterwarnings('ignore', category=category)
 from PIL import Image
 from scipy import ndimage
-from mcal.synth import make_trial, power_law_tissue, label_ceiling, morphology_family, TRIAL_SPACING_MM
+from mcal.trial import make_trial, power_law_tissue, label_ceiling, morphology_family, TRIAL_SPACING_MM
 from mcal.tissue import RealTissue
 from mcal.ingest import ingest
 from mcal.data import load_patch, load_calc_mask

@@ -1,7 +1,7 @@
 """The virtual trial (issue 12): at which training size does double transfer learning help, and do the maps find the calcifications?
 
-Data: `mcal.synth.make_trial` (seed 0): 396 ROIs on 194 virtual patients at 0.085 mm, BI-RADS-described clusters on
-power-law backgrounds, a per-calcification truth mask and a virtual reader's BI-RADS (see nbs/12_synth.ipynb).
+Data: `mcal.trial.make_trial` (seed 0): 396 ROIs on 194 virtual patients at 0.085 mm, BI-RADS-described clusters on
+power-law backgrounds, a per-calcification truth mask and a virtual reader's BI-RADS (see nbs/12_trial.ipynb).
 Patches: FOV mm at SIZE px, cut by mcal's own ingest path (DICOM -> ROI -> patch).
 Test set: the paper's patient-grouped, class-balanced 24 % split (`paper_split`, seed 0), fixed for every point.
 Learning curve: patient-grouped subsamples of the training pool (about 25, 50 and 100 ROIs three times with different
@@ -39,7 +39,7 @@ from pathlib import Path
 import numpy as np, pandas as pd
 for category in (FutureWarning, DeprecationWarning): warnings.filterwarnings('ignore', category=category)
 from scipy import ndimage
-from mcal.synth import make_trial
+from mcal.trial import make_trial
 from mcal.ingest import ingest
 from mcal.datasets import load_csv, usable
 from mcal.data import build_patches, paper_split, displaced, patch_dataloaders, grouped_cv, load_calc_mask
@@ -49,7 +49,8 @@ from mcal.ensemble import train_member, member_probs
 from mcal.inference import load_model, read_config
 from mcal.metrics import auc, auc_ci, delong_paired, patient_bootstrap
 from mcal.clinical import results_table, birads_score
-from mcal.gradcam import member_cams, localisation, localisation_summary, cam_grid, show_cam
+from mcal.gradcam import member_cams, cam_grid, show_cam
+from mcal.localisation import localisation, localisation_summary
 
 HERE = Path(__file__).parent
 FOV, SIZE, MARGIN_MM = 12.8, 128, 0.5     # 0.1 mm per patch pixel: a 0.1-1 mm calcification is 1-10 pixels

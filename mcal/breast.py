@@ -16,11 +16,19 @@ def otsu_threshold(values:np.ndarray, bins=256) -> float:
     "Otsu's threshold: the level that maximises the between-class variance of `values`."
     hist, edges = np.histogram(values, bins=bins)
     centres = (edges[:-1] + edges[1:]) / 2
-    w0 = np.cumsum(hist); w1 = w0[-1] - w0
+    w0 = np.cumsum(hist)
+    w1 = w0[-1] - w0
     m0 = np.cumsum(hist * centres) / np.maximum(w0, 1)
     m1 = (np.sum(hist * centres) - np.cumsum(hist * centres)) / np.maximum(w1, 1)
     return float(centres[np.argmax(w0 * w1 * (m0 - m1) ** 2)])
 
+# %% ../nbs/01a_breast.ipynb #c069c
+def _full_size(mask:np.ndarray, shape) -> np.ndarray:
+    "A mask found on every 4th pixel, brought back to `shape` (edge rows and columns repeated)."
+    full = np.kron(mask, np.ones((4, 4), bool))[:shape[0], :shape[1]]
+    return np.pad(full, [(0, shape[0] - full.shape[0]), (0, shape[1] - full.shape[1])], mode='edge')
+
+# %% ../nbs/01a_breast.ipynb #c069e
 def breast_mask(image:np.ndarray, smooth_px=None) -> np.ndarray:
     "Boolean mask of the breast: Otsu threshold of a smoothed image, largest component, holes filled."
     small = image[::4, ::4] if min(image.shape) > 1024 else image
@@ -31,17 +39,16 @@ def breast_mask(image:np.ndarray, smooth_px=None) -> np.ndarray:
     if n == 0: return np.zeros(image.shape, bool)
     largest = labels == (np.argmax(np.bincount(labels.ravel())[1:]) + 1)
     largest = ndimage.binary_fill_holes(largest)
-    if small is not image:
-        largest = np.kron(largest, np.ones((4, 4), bool))[:image.shape[0], :image.shape[1]]
-        largest = np.pad(largest, [(0, image.shape[0] - largest.shape[0]), (0, image.shape[1] - largest.shape[1])], mode='edge')
-    return largest
+    return _full_size(largest, image.shape) if small is not image else largest
 
+# %% ../nbs/01a_breast.ipynb #c069g
 def breast_bbox(image:np.ndarray) -> tuple[int, int, int, int]:
     "(x0, y0, x1, y1) of the breast region, pixel bounds with x1, y1 exclusive."
     ys, xs = np.nonzero(breast_mask(image))
     if not len(xs): raise ImageFileError('no breast region found (image is empty or constant)')
     return int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1
 
+# %% ../nbs/01a_breast.ipynb #c069h
 def on_breast(image:np.ndarray, x:float, y:float) -> bool:
     "True if pixel (x, y) lies inside the breast region."
     mask = breast_mask(image)
@@ -51,6 +58,8 @@ def on_breast(image:np.ndarray, x:float, y:float) -> bool:
 # %% ../nbs/01a_breast.ipynb #c072
 def looks_inverted(image:np.ndarray, border=0.05) -> bool:
     "True if the image border (air) is bright, and brighter than the image centre: an inverted mammogram."
-    h, w = image.shape; bh, bw = max(int(h * border), 1), max(int(w * border), 1)
-    edge = np.median(np.concatenate([image[:bh].ravel(), image[-bh:].ravel(), image[:, :bw].ravel(), image[:, -bw:].ravel()]))
+    h, w = image.shape
+    bh, bw = max(int(h * border), 1), max(int(w * border), 1)
+    border_pixels = [image[:bh].ravel(), image[-bh:].ravel(), image[:, :bw].ravel(), image[:, -bw:].ravel()]
+    edge = np.median(np.concatenate(border_pixels))
     return bool(edge > 0.5 and edge >= np.median(image[h // 4:h - h // 4, w // 4:w - w // 4]))

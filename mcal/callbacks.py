@@ -16,7 +16,7 @@ from .core import *
 from .distributed import main_process
 
 # %% auto #0
-__all__ = ['cpu_supports_bf16', 'bf16_is_faster', 'BF16Autocast', 'plain', 'EpochCheckpoint', 'write_progress', 'resume_point',
+__all__ = ['cpu_supports_bf16', 'bf16_is_faster', 'BF16Autocast', 'plain', 'write_progress', 'resume_point', 'EpochCheckpoint',
            'load_checkpoint', 'auc_or_nan', 'malignant_auc']
 
 # %% ../nbs/06_callbacks.ipynb #c006
@@ -44,7 +44,10 @@ def bf16_is_faster(model:nn.Module, # the model to time (copied; the original is
     times = {}
     for bf16 in (False, True):
         step(bf16)                                        # warm-up: oneDNN picks its kernels
-        t0 = time.perf_counter(); step(bf16); step(bf16); times[bf16] = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        step(bf16)
+        step(bf16)
+        times[bf16] = time.perf_counter() - t0
     faster = times[True] < 0.85 * times[False]
     if key is not None: _BF16_PROBES[key] = faster     # without a key nothing is cached: another model gets its own probe
     return faster
@@ -55,11 +58,15 @@ class BF16Autocast(Callback):
     order = 10
     ctx = None                            # the autocast context of the batch in flight
     def before_batch(self):
-        self.ctx = torch.autocast('cpu', dtype=torch.bfloat16); self.ctx.__enter__()
+        self.ctx = torch.autocast('cpu', dtype=torch.bfloat16)
+        self.ctx.__enter__()
     def _leave(self):
-        if self.ctx is not None: self.ctx.__exit__(None, None, None); self.ctx = None
+        if self.ctx is not None:
+            self.ctx.__exit__(None, None, None)
+            self.ctx = None
     def after_pred(self):
-        self._leave(); self.learn.pred = to_float(self.pred)
+        self._leave()
+        self.learn.pred = to_float(self.pred)
     def after_cancel_batch(self): self._leave()
     def after_batch(self): self._leave()
 
@@ -71,6 +78,23 @@ def plain(o):
     if isinstance(o, np.generic): return o.item()
     return o
 
+# %% ../nbs/06_callbacks.ipynb #c018a
+def write_progress(folder, phase:str, epochs_done:int, request:dict=None):
+    "Write `progress.json` atomically (in a distributed run, from rank 0 only)."
+    if not main_process(): return
+    progress = dict(phase=phase, epochs_done=epochs_done, request=plain(request or {}))
+    atomic_write(Path(folder) / 'progress.json', json.dumps(progress, default=str))
+
+# %% ../nbs/06_callbacks.ipynb #c018b
+def resume_point(folder, request:dict=None) -> dict|None:
+    "`{'phase', 'epochs_done'}` of the checkpoint in `folder` if it was written for `request`, else None."
+    p = Path(folder) / 'progress.json' if folder else None
+    if not (p and p.exists()): return None
+    saved = json.loads(p.read_text())
+    if json.loads(json.dumps(plain(request or {}), default=str)) != saved.get('request', {}): return None
+    return dict(phase=saved['phase'], epochs_done=saved['epochs_done'])
+
+# %% ../nbs/06_callbacks.ipynb #c018c
 class EpochCheckpoint(Callback):
     "After every epoch save model and optimiser state (no pickled objects) and the progress of the stage."
     order = 60
@@ -81,7 +105,7 @@ class EpochCheckpoint(Callback):
     def before_epoch(self): self.trained = False
     def after_train(self): self.trained = True
     def after_epoch(self):
-        if not self.trained: return                              # an epoch a resumed fit skipped: its progress is already on disk
+        if not self.trained: return                              # an epoch a resumed fit skipped: its progress is on disk
         if main_process():                                       # in a distributed run, rank 0 alone writes
             self.folder.mkdir(parents=True, exist_ok=True)
             model = getattr(self.learn.model, 'module', self.learn.model)   # the model inside a DDP wrapper
@@ -90,23 +114,12 @@ class EpochCheckpoint(Callback):
             write_progress(self.folder, self.phase, self.epoch + 1, self.request)
         distrib_barrier()
 
-def write_progress(folder, phase:str, epochs_done:int, request:dict=None):
-    "Write `progress.json` atomically (in a distributed run, from rank 0 only)."
-    if not main_process(): return
-    atomic_write(Path(folder) / 'progress.json', json.dumps(dict(phase=phase, epochs_done=epochs_done, request=plain(request or {})), default=str))
-
-def resume_point(folder, request:dict=None) -> dict|None:
-    "`{'phase', 'epochs_done'}` of the checkpoint in `folder` if it was written for `request`, else None."
-    p = Path(folder) / 'progress.json' if folder else None
-    if not (p and p.exists()): return None
-    saved = json.loads(p.read_text())
-    if json.loads(json.dumps(plain(request or {}), default=str)) != saved.get('request', {}): return None
-    return dict(phase=saved['phase'], epochs_done=saved['epochs_done'])
-
+# %% ../nbs/06_callbacks.ipynb #c018d
 def load_checkpoint(learn, folder, optimiser=True):
     "Put the model (and optimiser) state of `folder`'s last checkpoint into `learn`."
     state = torch.load(Path(folder) / 'last.pth', map_location='cpu', weights_only=True)
-    if getattr(learn.dls, 'device', None) is not None: learn.model.to(learn.dls.device)   # the optimiser's state follows its parameters' device
+    # the optimiser's state follows its parameters' device
+    if getattr(learn.dls, 'device', None) is not None: learn.model.to(learn.dls.device)
     learn.model.load_state_dict(state['model'])
     if optimiser: learn.opt.load_state_dict(state['opt'])
 
@@ -119,6 +132,8 @@ def auc_or_nan(preds, targs) -> float:
     warnings.warn('auc shown as nan: the validation set holds one class only, and an AUC needs both', stacklevel=2)
     return float('nan')
 
+# %% ../nbs/06_callbacks.ipynb #c021a
 def malignant_auc():
     "fastai metric: AUC of the last class's probability; NaN when a validation set holds only one class."
-    return AccumMetric(auc_or_nan, activation=ActivationType.BinarySoftmax, dim_argmax=-1, to_np=True, flatten=False, name='auc')
+    return AccumMetric(auc_or_nan, activation=ActivationType.BinarySoftmax, dim_argmax=-1, to_np=True, flatten=False,
+                       name='auc')

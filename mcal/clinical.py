@@ -35,52 +35,23 @@ def birads_score(values,          # BI-RADS assessments, anything `normalise_bir
         else: out.append(BIRADS_SCORE[cat])
     return np.array(out, float)
 
-# %% ../nbs/10b_clinical.ipynb #c036
+# %% ../nbs/10b_clinical.ipynb #c036a
 def _fmt(v, lo, hi, pct=False, count=''):
     f = (lambda x: f'{100 * x:.0f} %') if pct else (lambda x: f'{x:.2f}')
     return f'{f(v)} [{f(lo)}, {f(hi)}]' + (f' {count}' if count else '')
 
-_NOTHING_TO_COUNT = dict(sensitivity='no malignant case', specificity='no benign case', ppv='no case called malignant',
-             npv='no case called benign', accuracy='no case')      # why a proportion has nothing to count
-
+# %% ../nbs/10b_clinical.ipynb #c036b
 _COUNTS = dict(sensitivity=('tp', 'fn'), specificity=('tn', 'fp'), ppv=('tp', 'fp'), npv=('tn', 'fn'))
 
 def _proportion_counts(m:dict, key:str) -> tuple[int, int]:
     "(successes, total) behind one of `binary_metrics`' proportions."
     if key == 'accuracy': return m['tp'] + m['tn'], m['tp'] + m['tn'] + m['fp'] + m['fn']
-    a, b = _COUNTS[key]; return m[a], m[a] + m[b]
+    a, b = _COUNTS[key]
+    return m[a], m[a] + m[b]
 
-def results_table(labels, model_scores,
-                  reader_birads=None,      # the reader's BI-RADS per ROI; None: the model's row only
-                  patient_ids=None,
-                  threshold=0.5,           # model threshold: a float, an `OperatingPoint` fitted on validation data, or one per case
-                  zero='exclude',          # BI-RADS 0 handling, see `birads_score`
-                  n_boot=1000, seed=0,
-                  min_boot_patients=30     # fewer patients (or none given): Wilson intervals instead of the bootstrap
-                 ) -> pd.DataFrame:
-    "The paper's table: model (every case) vs reader (cases with a BI-RADS), counts and CIs, the paired DeLong p-value and each row's N."
-    y = as_binary(labels); s = as_scores(model_scores, len(y), 'model scores')
-    r = birads_score(reader_birads, zero=zero) if reader_birads is not None else np.zeros(len(y))
-    if r.shape != y.shape: raise MCalError(f'{len(y)} labels but {r.size} reader BI-RADS assessments')
-    if patient_ids is not None and np.shape(patient_ids) != y.shape: raise MCalError(f'{len(y)} labels but {np.size(patient_ids)} patient_ids')
-    thr = threshold.threshold if isinstance(threshold, OperatingPoint) else threshold
-    per_case = np.ndim(thr) > 0                                   # e.g. `cross_fitted_thresholds`
-    thr = as_scores(thr, len(y), 'thresholds') if per_case else float(thr)
-    pids = np.asarray(patient_ids) if patient_ids is not None else None
-    read = np.isfinite(r)                                         # the cases the reader's row (and the paired test) is on
-    # (name, cases, scores for the AUC, scores for the decisions, threshold): per-case thresholds decide on score − threshold ≥ 0
-    who = [('model', np.ones(len(y), bool), s, s - thr, 0.0) if per_case else ('model', np.ones(len(y), bool), s, s, thr)]
-    if reader_birads is not None: who.append(('reader (BI-RADS ≥ 4)', read, r, r, BIOPSY_THRESHOLD))
-    rows = {name: _table_row(y[k], sc[k], dec[k], t, None if pids is None else pids[k], min_boot_patients, n_boot, seed)
-            for name, k, sc, dec, t in who}
-    paired = reader_birads is not None and min(y[read].sum(), (1 - y[read]).sum()) >= 2   # a paired test needs two of each class
-    p = delong_paired(y[read], s[read], r[read]) if paired else None
-    table = pd.DataFrame(rows).T
-    if p is not None: table['p (paired DeLong)'] = [f"{p['p']:.3f}", '']
-    table.attrs.update(excluded_without_birads=int((~read).sum()) if reader_birads is not None else 0, n_paired=int(read.sum()),
-                       model_auc_paired=auc(y[read], s[read]) if paired else None,      # the model's AUC on the cases the test compares
-                       model_threshold=tuple(thr) if per_case else thr, delong=p)
-    return table
+# %% ../nbs/10b_clinical.ipynb #c036c
+_NOTHING_TO_COUNT = dict(sensitivity='no malignant case', specificity='no benign case', ppv='no case called malignant',
+             npv='no case called benign', accuracy='no case')      # why a proportion has nothing to count
 
 def _table_row(y, scores, decisions, threshold, pids, min_boot_patients, n_boot, seed) -> dict:
     "One row of `results_table`: AUC with its DeLong CI, the proportions with counts and CIs, N, and which CIs."
@@ -88,7 +59,8 @@ def _table_row(y, scores, decisions, threshold, pids, min_boot_patients, n_boot,
     keys = ['sensitivity', 'specificity', 'ppv', 'npv', 'accuracy']
     m = binary_metrics(y, decisions, threshold)
     if boot:
-        bs = patient_bootstrap(lambda yy, dd: {k: binary_metrics(yy, dd, threshold)[k] for k in keys}, y, decisions, patient_ids=pids, n_boot=n_boot, seed=seed)
+        bs = patient_bootstrap(lambda yy, dd: {k: binary_metrics(yy, dd, threshold)[k] for k in keys}, y, decisions,
+                               patient_ids=pids, n_boot=n_boot, seed=seed)
         cis = {k: (bs.low[k], bs.high[k]) for k in keys}
     else: cis = {k: wilson_ci(*_proportion_counts(m, k)) for k in keys}
     def cell(k):
@@ -98,31 +70,75 @@ def _table_row(y, scores, decisions, threshold, pids, min_boot_patients, n_boot,
     return {'AUC [95% CI]': _fmt(a, lo, hi) if np.isfinite(a) else '– (needs both classes)',
             **{k.upper() if len(k) == 3 else k: cell(k) for k in keys},
             'N benign / malignant': f'{(y == 0).sum()} / {(y == 1).sum()}',
-            'proportion CIs': f'patient bootstrap ({len(set(pids))} patients)' if boot else 'Wilson (too few patients for a bootstrap)'}
+            'proportion CIs': f'patient bootstrap ({len(set(pids))} patients)' if boot
+                              else 'Wilson (too few patients for a bootstrap)'}
+
+# %% ../nbs/10b_clinical.ipynb #c036
+def results_table(labels, model_scores,
+                  reader_birads=None,      # the reader's BI-RADS per ROI; None: the model's row only
+                  patient_ids=None,
+                  threshold=0.5,           # a float, an `OperatingPoint` fitted on validation data, or one per case
+                  zero='exclude',          # BI-RADS 0 handling, see `birads_score`
+                  n_boot=1000, seed=0,
+                  min_boot_patients=30     # fewer patients (or none given): Wilson intervals instead of the bootstrap
+                 ) -> pd.DataFrame:
+    "The paper's table: model (every case) vs reader (cases with a BI-RADS), counts, CIs, paired DeLong p and each row's N."
+    y = as_binary(labels)
+    s = as_scores(model_scores, len(y), 'model scores')
+    r = birads_score(reader_birads, zero=zero) if reader_birads is not None else np.zeros(len(y))
+    if r.shape != y.shape: raise MCalError(f'{len(y)} labels but {r.size} reader BI-RADS assessments')
+    if patient_ids is not None and np.shape(patient_ids) != y.shape:
+        raise MCalError(f'{len(y)} labels but {np.size(patient_ids)} patient_ids')
+    thr = threshold.threshold if isinstance(threshold, OperatingPoint) else threshold
+    per_case = np.ndim(thr) > 0                                   # e.g. `cross_fitted_thresholds`
+    thr = as_scores(thr, len(y), 'thresholds') if per_case else float(thr)
+    pids = np.asarray(patient_ids) if patient_ids is not None else None
+    read = np.isfinite(r)                                         # the cases the reader's row (and the paired test) is on
+    # (name, cases, scores for the AUC, scores for the decisions, threshold):
+    # per-case thresholds decide on score − threshold ≥ 0
+    every = np.ones(len(y), bool)
+    who = [('model', every, s, s - thr, 0.0) if per_case else ('model', every, s, s, thr)]
+    if reader_birads is not None: who.append(('reader (BI-RADS ≥ 4)', read, r, r, BIOPSY_THRESHOLD))
+    rows = {name: _table_row(y[k], sc[k], dec[k], t, None if pids is None else pids[k], min_boot_patients, n_boot, seed)
+            for name, k, sc, dec, t in who}
+    paired = reader_birads is not None and min(y[read].sum(), (1 - y[read]).sum()) >= 2   # needs two of each class
+    p = delong_paired(y[read], s[read], r[read]) if paired else None
+    table = pd.DataFrame(rows).T
+    if p is not None: table['p (paired DeLong)'] = [f"{p['p']:.3f}", '']
+    table.attrs.update(excluded_without_birads=int((~read).sum()) if reader_birads is not None else 0,
+                       n_paired=int(read.sum()),
+                       model_auc_paired=auc(y[read], s[read]) if paired else None,   # the model on the cases compared
+                       model_threshold=tuple(thr) if per_case else thr, delong=p)
+    return table
 
 # %% ../nbs/10b_clinical.ipynb #k008
 def reader_points(labels, reader_birads, zero='exclude') -> pd.DataFrame:
     "The reader's operating points: (category, fpr, tpr) when 'BI-RADS ≥ category' means malignant."
-    y, r = as_binary(labels), birads_score(reader_birads, zero=zero); k = np.isfinite(r)
+    y, r = as_binary(labels), birads_score(reader_birads, zero=zero)
+    k = np.isfinite(r)
     if r.shape != y.shape: raise MCalError(f'{len(y)} labels but {r.size} reader BI-RADS assessments')
     if not k.any(): return pd.DataFrame(columns=['category', 'fpr', 'tpr'])
     ms = [(c, binary_metrics(y[k], r[k], v)) for c, v in BIRADS_SCORE.items() if c != '4' and v > r[k].min()]
-    return pd.DataFrame(dict(category=[c for c, _ in ms], fpr=[1 - m['specificity'] for _, m in ms], tpr=[m['sensitivity'] for _, m in ms]))
+    return pd.DataFrame(dict(category=[c for c, _ in ms], fpr=[1 - m['specificity'] for _, m in ms],
+                             tpr=[m['sensitivity'] for _, m in ms]))
 
 # %% ../nbs/10b_clinical.ipynb #c046
 def reader_analysis(table:pd.DataFrame,  # ROI table with `label`, `birads`, `patient_id`
                     zero='exclude', n_boot=1000, seed=0) -> dict:
-    "The reader's BI-RADS against truth: N, reader AUC [CI], and the BI-RADS ≥ 4 operating point with patient-bootstrap CIs."
+    "The reader's BI-RADS against truth: N, AUC [CI], and the BI-RADS ≥ 4 operating point with patient-bootstrap CIs."
     missing = {'label', 'birads', 'patient_id'} - set(table.columns)
     if missing: raise AnnotationError(f'reader_analysis needs column(s) {sorted(missing)} in the ROI table')
-    r = birads_score(table.birads.values, zero=zero); k = np.isfinite(r); yk = as_binary(table.label.values)[k]
+    r = birads_score(table.birads.values, zero=zero)
+    k = np.isfinite(r)
+    yk = as_binary(table.label.values)[k]
     a, lo, hi = auc_ci(yk, r[k])
     keys = ('sensitivity', 'specificity', 'ppv')
     bs = patient_bootstrap(lambda yy, ss: {q: binary_metrics(yy, ss, BIOPSY_THRESHOLD)[q] for q in keys},
                            yk, r[k], patient_ids=table.patient_id.values[k], n_boot=n_boot, seed=seed)
-    return dict(N=int(k.sum()), benign=int((yk == 0).sum()), malignant=int((yk == 1).sum()), excluded_birads0=int((~k).sum()),
-                patients=int(pd.Series(table.patient_id.values[k]).nunique()),
-                AUC=f'{a:.3f} [{lo:.3f}, {hi:.3f}]', **{('PPV' if q == 'ppv' else q): _fmt(bs.estimate[q], bs.low[q], bs.high[q], pct=True) for q in keys})
+    return dict(N=int(k.sum()), benign=int((yk == 0).sum()), malignant=int((yk == 1).sum()),
+                excluded_birads0=int((~k).sum()), patients=int(pd.Series(table.patient_id.values[k]).nunique()),
+                AUC=f'{a:.3f} [{lo:.3f}, {hi:.3f}]',
+                **{('PPV' if q == 'ppv' else q): _fmt(bs.estimate[q], bs.low[q], bs.high[q], pct=True) for q in keys})
 
 # %% ../nbs/10b_clinical.ipynb #c051
 def decision_curve(labels, model_scores,
@@ -131,8 +147,10 @@ def decision_curve(labels, model_scores,
                    zero='exclude') -> pd.DataFrame:
     "Net benefit by threshold probability (dcurves.dca) for the model, the reader (if given), biopsy all and none."
     import dcurves
-    y = as_binary(labels); s = as_scores(model_scores, len(y), 'model scores')
-    if ((s < 0) | (s > 1)).any(): raise MCalError('decision curves need probabilities in [0, 1]; calibrate scores first (fit_recalibration)')
+    y = as_binary(labels)
+    s = as_scores(model_scores, len(y), 'model scores')
+    if ((s < 0) | (s > 1)).any():
+        raise MCalError('decision curves need probabilities in [0, 1]; calibrate scores first (fit_recalibration)')
     df = pd.DataFrame(dict(malignant=y, model=s))
     names = ['model']
     if reader_birads is not None:
@@ -144,24 +162,31 @@ def decision_curve(labels, model_scores,
     out = dcurves.dca(data=df, outcome='malignant', modelnames=names, thresholds=t)
     return out.rename(columns={'model': 'strategy'}).replace({'strategy': {'all': 'biopsy all', 'none': 'biopsy none'}})
 
+# %% ../nbs/10b_clinical.ipynb #c051a
 def biopsies_avoided(labels,            # truth of biopsied cases (benign/malignant or 0/1)
                      model_scores,      # the model's scores
                      reader_birads,     # the reader's BI-RADS per case
                      patient_ids=None,  # for the patient bootstrap (None: each case its own patient)
                      zero='exclude', n_boot=1000, seed=0) -> dict:
-    "Benign biopsies the model would avoid per 100 biopsied cases at (at least) the reader's BI-RADS ≥ 4 sensitivity, patient-bootstrap CI."
-    y = as_binary(labels); s = as_scores(model_scores, len(y), 'model scores'); r = birads_score(reader_birads, zero=zero)
+    "Benign biopsies the model avoids per 100 cases at the reader's BI-RADS ≥ 4 sensitivity (or more), patient-bootstrap CI."
+    y = as_binary(labels)
+    s = as_scores(model_scores, len(y), 'model scores')
+    r = birads_score(reader_birads, zero=zero)
     if r.shape != y.shape: raise MCalError(f'{len(y)} labels but {r.size} reader BI-RADS assessments')
-    k = np.isfinite(r); y, s, r = y[k], s[k], r[k]
+    k = np.isfinite(r)
+    y, s, r = y[k], s[k], r[k]
     pids = np.asarray(patient_ids)[k] if patient_ids is not None else None
     def stat(yy, ss, rr):
         reader = binary_metrics(yy, rr, BIOPSY_THRESHOLD)
         pts = roc_points(yy, ss).iloc[1:]
-        t = pts.threshold[pts.tpr >= reader['sensitivity'] - 1e-12].iloc[0]           # the highest threshold that keeps the reader's sensitivity
+        # the highest threshold that keeps the reader's sensitivity
+        t = pts.threshold[pts.tpr >= reader['sensitivity'] - 1e-12].iloc[0]
         model = binary_metrics(yy, ss, t)
         return dict(avoided_per_100=100 * (reader['fp'] - model['fp']) / len(yy), model_threshold=float(t),
                     reader_sensitivity=reader['sensitivity'], model_sensitivity=model['sensitivity'],
                     reader_benign_biopsies=reader['fp'], model_benign_biopsies=model['fp'])
     point = stat(y, s, r)
-    bs = patient_bootstrap(lambda yy, ss, rr: stat(yy, ss, rr)['avoided_per_100'], y, s, r, patient_ids=pids, n_boot=n_boot, seed=seed)
-    return dict(point, ci_low=float(bs.low.iloc[0]), ci_high=float(bs.high.iloc[0]), n=len(y), excluded_without_birads=int((~k).sum()))
+    bs = patient_bootstrap(lambda yy, ss, rr: stat(yy, ss, rr)['avoided_per_100'], y, s, r, patient_ids=pids,
+                           n_boot=n_boot, seed=seed)
+    return dict(point, ci_low=float(bs.low.iloc[0]), ci_high=float(bs.high.iloc[0]), n=len(y),
+                excluded_without_birads=int((~k).sum()))

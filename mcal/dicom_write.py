@@ -16,6 +16,22 @@ __all__ = ['DicomWriteError', 'voi_lut_item', 'write_dicom']
 class DicomWriteError(MCalError, ValueError):
     "Arguments `write_dicom` cannot turn into a valid DICOM mammogram; the message names the path."
 
+# %% ../nbs/00a_dicom_write.ipynb #c013a
+def _lut_bits(entries:np.ndarray, first_mapped, bits, vr) -> int:
+    "Bits per entry of a VOI LUT (given, or the fewest that hold the entries); a DicomWriteError if it cannot be written."
+    if entries.ndim != 1 or not 1 <= len(entries) <= 2 ** 16:
+        raise DicomWriteError(f'a VOI LUT needs 1 to 65536 entries in a 1-D array, not shape {entries.shape}')
+    if entries.dtype.kind not in 'ui' or entries.min() < 0:
+        raise DicomWriteError('VOI LUT entries must be non-negative integers')
+    if bits is None:
+        bits = max(int(entries.max()).bit_length(), 8)
+        bits = 10 if bits == 9 else bits
+    if bits not in (8, *range(10, 17)): raise DicomWriteError(f'VOI LUT entries take 8 or 10-16 bits, not {bits}')
+    if entries.max() >= 2 ** bits: raise DicomWriteError(f'VOI LUT entries up to {entries.max()} exceed {bits} bits')
+    if not 0 <= int(first_mapped) < 2 ** 16: raise DicomWriteError(f'first mapped value {first_mapped} is not in 0-65535')
+    if vr not in ('US', 'OW'): raise DicomWriteError(f"VOI LUT Data VR must be 'US' or 'OW', not {vr!r}")
+    return bits
+
 # %% ../nbs/00a_dicom_write.ipynb #c013
 def voi_lut_item(entries,         # 1-D LUT entries, non-negative integers
                  first_mapped=0,  # the input value mapped to the first entry (0-65535)
@@ -24,24 +40,68 @@ def voi_lut_item(entries,         # 1-D LUT entries, non-negative integers
                 ) -> pydicom.Dataset:
     "A VOI LUT Sequence item: LUT Descriptor (entries, first mapped, bits) and LUT Data as US or OW."
     entries = np.asarray(entries)
-    if entries.ndim != 1 or not 1 <= len(entries) <= 2 ** 16:
-        raise DicomWriteError(f'a VOI LUT needs 1 to 65536 entries in a 1-D array, not shape {entries.shape}')
-    if entries.dtype.kind not in 'ui' or entries.min() < 0: raise DicomWriteError('VOI LUT entries must be non-negative integers')
-    if bits is None: bits = max(int(entries.max()).bit_length(), 8); bits = 10 if bits == 9 else bits
-    if bits not in (8, *range(10, 17)): raise DicomWriteError(f'VOI LUT entries take 8 or 10-16 bits, not {bits}')
-    if entries.max() >= 2 ** bits: raise DicomWriteError(f'VOI LUT entries up to {entries.max()} exceed {bits} bits')
-    if not 0 <= int(first_mapped) < 2 ** 16: raise DicomWriteError(f'first mapped value {first_mapped} is not in 0-65535')
-    if vr not in ('US', 'OW'): raise DicomWriteError(f"VOI LUT Data VR must be 'US' or 'OW', not {vr!r}")
+    bits = _lut_bits(entries, first_mapped, bits, vr)
     item = pydicom.Dataset()
     item.add_new(0x00283002, 'US', [len(entries) % 2 ** 16, int(first_mapped), bits])  # LUTDescriptor (65536 entries -> 0)
     words = entries.astype('<u2')
     item.add_new(0x00283006, vr, words.tobytes() if vr == 'OW' else [int(v) for v in words])  # LUTData
     return item
 
-# %% ../nbs/00a_dicom_write.ipynb #c015
+# %% ../nbs/00a_dicom_write.ipynb #c015a
 _INTENT_SOP_CLASS = {'FOR PRESENTATION': '1.2.840.10008.5.1.4.1.1.1.2',    # Digital Mammography X-Ray Image Storage
                      'FOR PROCESSING': '1.2.840.10008.5.1.4.1.1.1.2.1'}
 
+def _write_problem(pixels:np.ndarray, bits_stored, photometric, presentation_intent, window, compress) -> str | None:
+    "Why `write_dicom` cannot write these arguments, or None."
+    if pixels.ndim != 2 or pixels.dtype.kind != 'u' or not pixels.size:
+        return f'pixels must be a non-empty 2-D unsigned integer array, not {pixels.shape} {pixels.dtype}'
+    if not 1 <= int(bits_stored) <= 16: return f'bits_stored must be 1-16, not {bits_stored}'
+    if pixels.max() >= 2 ** bits_stored: return f'values up to {pixels.max()} exceed {bits_stored} bits'
+    if photometric not in ('MONOCHROME1', 'MONOCHROME2'):
+        return f"photometric must be 'MONOCHROME1' or 'MONOCHROME2', not {photometric!r}"
+    if presentation_intent not in _INTENT_SOP_CLASS:
+        return f'presentation_intent must be one of {list(_INTENT_SOP_CLASS)}, not {presentation_intent!r}'
+    if window is not None and float(window[1]) < 1: return f'window width {window[1]} is below 1'
+    if compress not in (None, 'rle', 'jpeg2000'): return f'unknown compression {compress!r}'
+    return None
+
+# %% ../nbs/00a_dicom_write.ipynb #c015d
+def _new_dataset(presentation_intent:str) -> pydicom.Dataset:
+    "An empty digital mammography dataset: file meta, SOP class and new instance, study and series UIDs."
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom import uid
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = _INTENT_SOP_CLASS[presentation_intent]
+    meta.MediaStorageSOPInstanceUID = uid.generate_uid()
+    meta.TransferSyntaxUID = uid.ExplicitVRLittleEndian
+    ds = Dataset()
+    ds.file_meta = meta
+    ds.SOPClassUID, ds.SOPInstanceUID = meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID
+    ds.StudyInstanceUID, ds.SeriesInstanceUID = uid.generate_uid(), uid.generate_uid()
+    return ds
+
+# %% ../nbs/00a_dicom_write.ipynb #c015f
+def _describe(ds:pydicom.Dataset, patient_id, laterality, view, manufacturer, presentation_intent):
+    "Set the patient, the side and view (with the orientation a scanner writes) and the presentation intent."
+    ds.Modality, ds.PatientID, ds.PatientName = 'MG', str(patient_id), str(patient_id)
+    ds.PresentationIntentType = presentation_intent
+    ds.ImageLaterality, ds.Laterality, ds.ViewPosition = laterality, laterality, view
+    ds.Manufacturer = manufacturer
+    ds.PatientOrientation = ['P', 'L'] if laterality == 'R' else ['A', 'R']
+
+# %% ../nbs/00a_dicom_write.ipynb #c015i
+def _set_pixels(ds:pydicom.Dataset, pixels:np.ndarray, bits_stored, photometric, presentation_intent, pixel_spacing_mm):
+    "Set the image pixel description, the spacing, the presentation LUT shape and the (native) pixel data."
+    if pixel_spacing_mm is not None: ds.ImagerPixelSpacing = [pixel_spacing_mm, pixel_spacing_mm]
+    ds.Rows, ds.Columns = pixels.shape
+    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, photometric
+    ds.BitsAllocated = 8 if pixels.dtype == np.uint8 else 16
+    ds.BitsStored, ds.HighBit, ds.PixelRepresentation = bits_stored, bits_stored - 1, 0
+    if presentation_intent == 'FOR PRESENTATION':   # required then; INVERSE goes with MONOCHROME1
+        ds.PresentationLUTShape = 'INVERSE' if photometric == 'MONOCHROME1' else 'IDENTITY'
+    ds.PixelData = pixels.tobytes()
+
+# %% ../nbs/00a_dicom_write.ipynb #c015
 def write_dicom(pixels:np.ndarray,        # 2-D unsigned integer stored values
                 path,                      # where to write the file
                 patient_id='ANON',         # PatientID
@@ -61,45 +121,19 @@ def write_dicom(pixels:np.ndarray,        # 2-D unsigned integer stored values
                 presentation_intent='FOR PRESENTATION' # or 'FOR PROCESSING' (raw detector data); sets the SOP class
                ) -> Path:
     "Write `pixels` as a digital mammography DICOM file; returns the path."
-    from pydicom.dataset import Dataset, FileMetaDataset
     from pydicom import uid
-    def fail(why): raise DicomWriteError(f'{path}: cannot write DICOM: {why}')
     pixels = np.asarray(pixels)
-    if pixels.ndim != 2 or pixels.dtype.kind != 'u' or not pixels.size:
-        fail(f'pixels must be a non-empty 2-D unsigned integer array, not {pixels.shape} {pixels.dtype}')
-    if not 1 <= int(bits_stored) <= 16: fail(f'bits_stored must be 1-16, not {bits_stored}')
-    if pixels.max() >= 2 ** bits_stored: fail(f'values up to {pixels.max()} exceed {bits_stored} bits')
-    if photometric not in ('MONOCHROME1', 'MONOCHROME2'): fail(f"photometric must be 'MONOCHROME1' or 'MONOCHROME2', not {photometric!r}")
-    if presentation_intent not in _INTENT_SOP_CLASS: fail(f'presentation_intent must be one of {list(_INTENT_SOP_CLASS)}, not {presentation_intent!r}')
-    if window is not None and float(window[1]) < 1: fail(f'window width {window[1]} is below 1')
-    if compress not in (None, 'rle', 'jpeg2000'): fail(f'unknown compression {compress!r}')
-    if voi_lut is not None:
-        try: voi_item = voi_lut_item(voi_lut, voi_lut_first_mapped, voi_lut_bits, voi_lut_vr)
-        except DicomWriteError as e: fail(e)
+    if why := _write_problem(pixels, bits_stored, photometric, presentation_intent, window, compress):
+        raise DicomWriteError(f'{path}: cannot write DICOM: {why}')
+    try: voi_item = voi_lut_item(voi_lut, voi_lut_first_mapped, voi_lut_bits, voi_lut_vr) if voi_lut is not None else None
+    except DicomWriteError as e: raise DicomWriteError(f'{path}: cannot write DICOM: {e}')
     pixels = pixels.astype(np.uint16 if bits_stored > 8 else np.uint8)
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = _INTENT_SOP_CLASS[presentation_intent]
-    meta.MediaStorageSOPInstanceUID = uid.generate_uid()
-    meta.TransferSyntaxUID = uid.ExplicitVRLittleEndian
-    ds = Dataset(); ds.file_meta = meta
-    ds.SOPClassUID, ds.SOPInstanceUID = meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID
-    ds.StudyInstanceUID, ds.SeriesInstanceUID = uid.generate_uid(), uid.generate_uid()
-    ds.Modality, ds.PatientID, ds.PatientName = 'MG', str(patient_id), str(patient_id)
-    ds.PresentationIntentType = presentation_intent
-    ds.ImageLaterality, ds.Laterality, ds.ViewPosition = laterality, laterality, view
-    ds.Manufacturer = manufacturer
-    ds.PatientOrientation = ['P', 'L'] if laterality == 'R' else ['A', 'R']
-    if pixel_spacing_mm is not None: ds.ImagerPixelSpacing = [pixel_spacing_mm, pixel_spacing_mm]
-    ds.Rows, ds.Columns = pixels.shape
-    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, photometric
-    ds.BitsAllocated = 8 if pixels.dtype == np.uint8 else 16
-    ds.BitsStored, ds.HighBit, ds.PixelRepresentation = bits_stored, bits_stored - 1, 0
-    if presentation_intent == 'FOR PRESENTATION':   # required then; INVERSE goes with MONOCHROME1
-        ds.PresentationLUTShape = 'INVERSE' if photometric == 'MONOCHROME1' else 'IDENTITY'
+    ds = _new_dataset(presentation_intent)
+    _describe(ds, patient_id, laterality, view, manufacturer, presentation_intent)
+    _set_pixels(ds, pixels, bits_stored, photometric, presentation_intent, pixel_spacing_mm)
     if rescale is not None: ds.RescaleSlope, ds.RescaleIntercept = rescale
     if window is not None: ds.WindowCenter, ds.WindowWidth = window
-    if voi_lut is not None: ds.VOILUTSequence = [voi_item]
-    ds.PixelData = pixels.tobytes()
+    if voi_item is not None: ds.VOILUTSequence = [voi_item]
     if compress == 'rle': ds.compress(uid.RLELossless, pixels)
     elif compress == 'jpeg2000': ds.compress(uid.JPEG2000Lossless, pixels)
     ds.save_as(path, enforce_file_format=True)

@@ -21,29 +21,33 @@ def main_process() -> bool:
     "True in a single process and in rank 0 of a distributed run: the process that writes files."
     return rank_distrib() == 0
 
+# %% ../nbs/05a_distributed.ipynb #c012a
 BARRIER_TIMEOUT = timedelta(hours=3)   # the longest the other processes wait for rank 0 (cutting a study's patches)
 
 def init_distributed(device) -> bool:
-    "Join the process group of a distributed run (gloo on the CPU, nccl on GPUs) before any file is cut; False in a single process."
+    "Join a distributed run's process group (gloo on the CPU, nccl on GPUs) before any file is cut; False in one process."
     if num_distrib() <= 1: return False
     from accelerate import PartialState
     PartialState(cpu=torch.device(device).type == 'cpu', timeout=BARRIER_TIMEOUT)
     return True
 
+# %% ../nbs/05a_distributed.ipynb #c012b
 def main_first(func, *args, **kwargs):
-    "`func(*args, **kwargs)` in the main process first, then in the others, which find its cached files; all stop if it fails."
+    "`func(*args, **kwargs)` in the main process first, then in the others (which find its files); all stop if it fails."
     # fastai's `rank0_first` does this inside a dummy learner's `distrib_ctx`, whose trainer fails on CPU processes
     if num_distrib() <= 1: return func(*args, **kwargs)
     failure = [None]                                     # what rank 0 tells the others: None, or its error
     if main_process():
         try: res = func(*args, **kwargs)
-        except BaseException as e:                       # an interrupt too: the others must not wait for a rank 0 that is gone
+        except BaseException as e:                       # an interrupt too: the others must not wait for a gone rank 0
             failure[0] = f'{type(e).__name__}: {e}'
-            torch.distributed.broadcast_object_list(failure, 0); raise
+            torch.distributed.broadcast_object_list(failure, 0)
+            raise
     torch.distributed.broadcast_object_list(failure, 0)  # the others wait here for rank 0
     if failure[0]: raise MCalError(f'process {rank_distrib()} stops: the main process failed ({failure[0]})')
     return res if main_process() else func(*args, **kwargs)
 
+# %% ../nbs/05a_distributed.ipynb #c012c
 class GlooDistributedDL(DistributedDL):
     "fastai's `DistributedDL`, broadcasting the epoch's order on the CPU unless the loader is on a GPU (gloo and nccl)."
     def _broadcast(self, t, rank):
@@ -53,9 +57,11 @@ class GlooDistributedDL(DistributedDL):
         torch.distributed.broadcast(t, rank)
         return t.cpu().tolist()
 
+# %% ../nbs/05a_distributed.ipynb #c012d
 class DataParallel(DistributedTrainer):
-    "fastai's `DistributedTrainer` on CPU processes too: loaders on the learner's device; on GPUs, batch norms synchronised during the fit only."
-    # fastai's own `sync_bn` uses torch's conversion, which drops the activation of timm's `BatchNormAct2d` (every EfficientNet-Lite layer)
+    "fastai's `DistributedTrainer` on CPU processes too; on GPUs, batch norms synchronised during the fit only."
+    # fastai's own `sync_bn` uses torch's conversion, which drops the activation of timm's `BatchNormAct2d`
+    # (every EfficientNet-Lite layer)
     def __init__(self, device):
         self.on_cpu = torch.device(device).type == 'cpu'
         super().__init__(sync_bn=False, cpu=self.on_cpu)
@@ -65,22 +71,26 @@ class DataParallel(DistributedTrainer):
     def after_fit(self):
         super().after_fit()
         unsync_batchnorm(self.learn.model, self.norms)
-    def _wrap_dl(self, dl): return dl if isinstance(dl, DistributedDL) else GlooDistributedDL(dl, device=self.learn.dls.device)
+    def _wrap_dl(self, dl):
+        return dl if isinstance(dl, DistributedDL) else GlooDistributedDL(dl, device=self.learn.dls.device)
 
 # %% ../nbs/05a_distributed.ipynb #c015
 def sync_batchnorm(model:nn.Module   # a model containing batch norms (not itself one)
                    ) -> dict:
-    "Swap `model`'s batch norms for synchronised ones, in place (timm's conversion, which keeps `BatchNormAct2d`'s activation); the originals by name."
+    "Swap `model`'s batch norms for synchronised ones in place, by timm's conversion; returns the originals by name."
     norms = {n: m for n, m in model.named_modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)}
-    if convert_sync_batchnorm(model) is not model: raise MCalError('sync_batchnorm needs a model that is not itself a batch norm')
+    if convert_sync_batchnorm(model) is not model:
+        raise MCalError('sync_batchnorm needs a model that is not itself a batch norm')
     return norms
 
+# %% ../nbs/05a_distributed.ipynb #c015a
 def unsync_batchnorm(model:nn.Module, # a model after `sync_batchnorm` (and a fit)
                      norms:dict        # what `sync_batchnorm` returned
                     ) -> nn.Module:
-    "Put the original batch norms (`sync_batchnorm`'s) back into `model`, holding the synchronised ones' very parameters and statistics."
+    "Put `sync_batchnorm`'s batch norms back into `model`, holding the synchronised ones' parameters and statistics."
     for name, norm in norms.items():
-        norm.load_state_dict(model.get_submodule(name).state_dict(keep_vars=True), assign=True)   # the same tensors: the optimiser still holds them
+        # the same tensors: the optimiser still holds them
+        norm.load_state_dict(model.get_submodule(name).state_dict(keep_vars=True), assign=True)
         norm.train(model.get_submodule(name).training)          # in the mode the model is in
         model.set_submodule(name, norm)
     return model

@@ -29,7 +29,7 @@ def train_member(table:pd.DataFrame,     # patch table (from `build_patches`) wi
                  backbone='resnext50_32x4d', weights='imagenet',
                  epochs=8, frozen_epochs=2, lr=1e-3, lr_mult=100, bs=16, seed=0, bf16='auto',
                  vocab=('benign', 'malignant'),
-                 field_of_view_mm=DEFAULT_FIELD_OF_VIEW_MM, # the patches' side in mm (saved, so `predict_rois` cuts the same)
+                 field_of_view_mm=DEFAULT_FIELD_OF_VIEW_MM, # patch side in mm (saved: `predict_rois` cuts the same)
                  on_mismatch='error',    # a folder trained for another request: 'error' or 'retrain'
                  device='auto'           # where to train: 'auto', 'cpu', 'cuda' or 'cuda:N' (`resolve_device`)
                 ) -> Path:
@@ -40,31 +40,34 @@ def train_member(table:pd.DataFrame,     # patch table (from `build_patches`) wi
     stats = s1['stats'] if s1 else get_backbone(backbone).stats
     dls = patch_dataloaders(table, valid_idx, bs=bs, vocab=list(vocab), stats=stats, seed=seed, device=device)
     request = dict(stage='target', backbone=s1['backbone'] if s1 else get_backbone(backbone).name,
-                   weights=None if s1 else weights_id(weights), stage1=file_digest(Path(stage1) / 'model.safetensors') if s1 else None,
-                   classes=list(vocab), field_of_view_mm=field_of_view_mm, epochs=epochs, frozen_epochs=frozen_epochs, lr=lr,
-                   lr_mult=lr_mult, bs=bs, seed=seed, bf16=str(bf16), data=data_fingerprint(dls))
+                   weights=None if s1 else weights_id(weights),
+                   stage1=file_digest(Path(stage1) / 'model.safetensors') if s1 else None,
+                   classes=list(vocab), field_of_view_mm=field_of_view_mm, epochs=epochs, frozen_epochs=frozen_epochs,
+                   lr=lr, lr_mult=lr_mult, bs=bs, seed=seed, bf16=str(bf16), data=data_fingerprint(dls))
     if reusable(folder, request, on_mismatch): return folder
     with warnings.catch_warnings():
-        warnings.filterwarnings('ignore', message='.*(Only one class|No positive samples|No negative samples).*')  # tiny folds
+        # tiny folds
+        warnings.filterwarnings('ignore', message='.*(Only one class|No positive samples|No negative samples).*')
         kw = dict(bf16=bf16, seed=seed, field_of_view_mm=field_of_view_mm)
         learn = transfer(stage1, dls, **kw) if stage1 else roi_learner(dls, backbone, weights, **kw)
         learn.recorder.silent = True
         with learn.no_bar(), learn.no_logging():
-            fine_tune(learn, epochs, lr, frozen_epochs, lr_mult, checkpoint_dir=folder / 'checkpoints', seed=seed, request=request)
-    learn.config.update(stage='target', request=request, valid_roi_ids=list(table.iloc[list(valid_idx)].roi_id.astype(str)),
+            fine_tune(learn, epochs, lr, frozen_epochs, lr_mult, checkpoint_dir=folder / 'checkpoints', seed=seed,
+                      request=request)
+    learn.config.update(stage='target', request=request,
+                        valid_roi_ids=list(table.iloc[list(valid_idx)].roi_id.astype(str)),
                         presentation_intent=intents[0] if intents else None)
     save_model(learn.model, learn.config, folder)
-    if main_process(): shutil.rmtree(folder / 'checkpoints', ignore_errors=True)   # finished: the model folder is the result
+    if main_process(): shutil.rmtree(folder / 'checkpoints', ignore_errors=True)   # finished: the model is the result
     return folder
 
 # %% ../nbs/09_ensemble.ipynb #c008
-PRED_COLUMNS = ['roi_id', 'patient_id', 'label', 'birads', 'prob']
-
 def positive_index(classes) -> int:
     "Column of the positive class: 'malignant' if present, else the last class."
     classes = [str(c) for c in classes]
     return classes.index('malignant') if 'malignant' in classes else len(classes) - 1
 
+# %% ../nbs/09_ensemble.ipynb #c008a
 def member_probs(member,
                  patches,              # cached patch paths, or (N, H, W) grey patches already read
                  tta=True,
@@ -72,7 +75,11 @@ def member_probs(member,
                 ) -> np.ndarray:
     "Probability of the positive class for each patch from one saved member."
     model, cfg = load_model(member, engine)
-    return predict(model, patches if isinstance(patches, np.ndarray) else list(patches), cfg['stats'], tta=tta)[:, positive_index(cfg['classes'])]
+    patches = patches if isinstance(patches, np.ndarray) else list(patches)
+    return predict(model, patches, cfg['stats'], tta=tta)[:, positive_index(cfg['classes'])]
+
+# %% ../nbs/09_ensemble.ipynb #c008b
+PRED_COLUMNS = ['roi_id', 'patient_id', 'label', 'birads', 'prob']
 
 def ensemble_predictions(members,             # member folders
                          table:pd.DataFrame,  # rows with `patch_path` (and roi_id, patient_id, label, birads)
@@ -84,7 +91,8 @@ def ensemble_predictions(members,             # member folders
     patches = np.stack([load_patch(p)[0] for p in table.patch_path]) if len(table) else np.zeros((0, 1, 1), np.float32)
     cols = []
     for m in members:
-        out[f'm_{Path(m).name}'] = member_probs(m, patches, tta, engine); cols.append(f'm_{Path(m).name}')
+        out[f'm_{Path(m).name}'] = member_probs(m, patches, tta, engine)
+        cols.append(f'm_{Path(m).name}')
     out['prob'] = out[cols].mean(axis=1)
     return out
 
@@ -98,16 +106,18 @@ def _not_roi_classifier(model:Path) -> str|None:
     return f'{model}: {what} of {" vs ".join(classes) or "unstated classes"}, not an ROI classifier (benign vs malignant)'
 
 def model_members(model) -> list[Path]:
-    "The ROI-classifier member folders of `model`: one saved model, a folder of them, or a report folder (other models refused or passed over)."
+    "ROI-classifier members in `model` (a saved model, a folder of them, a report folder); other models refused or skipped."
     model = Path(model)
     if (model / 'config.json').exists():
-        if (why := _not_roi_classifier(model)): raise WeightsError(f'{why}: give a member, a folder of members or a report folder')
+        if (why := _not_roi_classifier(model)):
+            raise WeightsError(f'{why}: give a member, a folder of members or a report folder')
         return [model]
     for folder in (model / 'models' / 'members', model / 'members', model):
         found = sorted(p.parent for p in folder.glob('*/config.json')) if folder.is_dir() else []
         found = [m for m in found if _not_roi_classifier(m) is None]
         if found: return found
-    raise WeightsError(f'{model}: no saved mcal ROI model (a folder with config.json and model.safetensors, or a folder of them)')
+    raise WeightsError(f'{model}: no saved mcal ROI model '
+                       '(a folder with config.json and model.safetensors, or a folder of them)')
 
 # %% ../nbs/09_ensemble.ipynb #c012
 def cross_validate(table:pd.DataFrame,      # training patch table
@@ -116,20 +126,24 @@ def cross_validate(table:pd.DataFrame,      # training patch table
                    test:pd.DataFrame=None,  # held-out test patch table (never trained on)
                    tta=True, progress=True, **member_kw) -> dict:
     "Train one member per fold × seed; out-of-fold and test predictions tables and the members."
-    table = table.reset_index(drop=True); folder = Path(folder)
+    table = table.reset_index(drop=True)
+    folder = Path(folder)
     if test is not None: check_no_leak(table, test)
     folds = grouped_cv(table, n_splits=n_splits, n_repeats=n_repeats, seed=member_kw.get('seed', 0))
     oof = table[[c for c in PRED_COLUMNS if c in table and c != 'prob']].copy()
-    members, t0, one_each = [], time.time(), n_repeats == 1 and len(seeds) == 1   # one member holds each ROI out: name it
+    members, t0 = [], time.time()
+    one_each = n_repeats == 1 and len(seeds) == 1          # one member holds each ROI out: name it
     for seed in seeds:
         for repeat, fold, tr, va in folds:
-            m = train_member(table, va, folder / f'r{repeat}f{fold}s{seed}', **{**member_kw, 'seed': seed + 1000 * repeat + fold})
+            member_seed = seed + 1000 * repeat + fold
+            m = train_member(table, va, folder / f'r{repeat}f{fold}s{seed}', **{**member_kw, 'seed': member_seed})
             members.append(m)
             col = f'r{repeat}s{seed}'
             if col not in oof: oof[col] = np.nan
             oof.loc[va, col] = member_probs(m, table.patch_path.iloc[va], tta)
             if one_each: oof.loc[va, 'held_out_by'] = m.name
-            if progress: print(f'member {m.name}: {len(tr)} train / {len(va)} held out, {time.time() - t0:.0f} s', flush=True)
+            if progress:
+                print(f'member {m.name}: {len(tr)} train / {len(va)} held out, {time.time() - t0:.0f} s', flush=True)
     oof['prob'] = oof[[c for c in oof if c.startswith('r') and c[1:2].isdigit()]].mean(axis=1)
     result = dict(oof=oof, members=members, test=None)
     if test is not None: result['test'] = ensemble_predictions(members, test, tta)

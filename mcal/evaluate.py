@@ -14,7 +14,7 @@ from .datasets import normalise_label, normalise_birads, load_cbis_ddsm
 from .metrics import OperatingPoint, reliability, brier, expected_calibration_error
 from .clinical import results_table, decision_curve, biopsies_avoided, reader_analysis, birads_score
 from .figures import roc_figure, roc_plot, decision_curve_plot, reliability_plot
-from .report import _table_notes
+from .report import table_notes
 
 # %% auto #0
 __all__ = ['Evaluation', 'read_predictions', 'evaluate_predictions', 'write_evaluation_report']
@@ -34,16 +34,19 @@ class Evaluation:
     threshold_source: str = ''   # where the threshold came from, in words
     score_col: str = 'prob'      # the column scored: 'prob' is a probability, anything else a score of any range
 
-# %% ../nbs/13c_evaluate.ipynb #c038b
+# %% ../nbs/13c_evaluate.ipynb #c038a2
 def _read_raw(path:Path) -> pd.DataFrame:
     "A CSV as text columns; `AnnotationError` naming the file when it is empty, unreadable or (a hint) semicolon-separated."
     try: raw = pd.read_csv(path, dtype=str, keep_default_na=False)
     except pd.errors.EmptyDataError: raise AnnotationError(f'{path}: the file is empty (no header, no rows)') from None
-    except (pd.errors.ParserError, UnicodeDecodeError) as e: raise AnnotationError(f'{path}: not a readable CSV ({e})') from None
+    except (pd.errors.ParserError, UnicodeDecodeError) as e:
+        raise AnnotationError(f'{path}: not a readable CSV ({e})') from None
     if len(raw.columns) == 1 and ';' in raw.columns[0]:
-        raise AnnotationError(f'{path}: one column {raw.columns[0]!r}: the file looks semicolon-separated; mcal reads comma-separated CSV')
+        raise AnnotationError(f'{path}: one column {raw.columns[0]!r}: the file looks semicolon-separated; '
+                              'mcal reads comma-separated CSV')
     return raw
 
+# %% ../nbs/13c_evaluate.ipynb #c038a3
 def _row_problem(r, score_col, probability:bool, seen:set) -> tuple[str|None, str|None, float, str|None]:
     "(reason to skip or None, label, score, BI-RADS) of one predictions row."
     try: label = normalise_label(r['label'])
@@ -59,36 +62,61 @@ def _row_problem(r, score_col, probability:bool, seen:set) -> tuple[str|None, st
     except MCalError as e: return f'birads: {e}', label, score, None
     return None, label, score, birads
 
+# %% ../nbs/13c_evaluate.ipynb #c038a4
+def _read_cbis_folder(path:Path) -> tuple[pd.DataFrame, pd.DataFrame]:
+    "A folder of CBIS-DDSM case CSVs as a reader-only table: its biopsied calcifications and their BI-RADS, no score."
+    if not any(path.glob('*case_description*.csv')):
+        raise AnnotationError(f'{path}: a folder, but no CBIS-DDSM case CSV (*case_description*.csv) in it; '
+                              'give a predictions CSV or such a folder')
+    t = load_cbis_ddsm(path, lesion_types=['calcification'])
+    t = t[t.pathology != 'BENIGN_WITHOUT_CALLBACK']             # biopsied calcifications, as in the paper
+    reader_only = t[['roi_id', 'patient_id', 'label', 'birads']].assign(score=np.nan, threshold=np.nan)
+    return reader_only.reset_index(drop=True), pd.DataFrame(columns=['item', 'error', 'reason'])
+
+# %% ../nbs/13c_evaluate.ipynb #c038a5
+def _score_column(path:Path, raw:pd.DataFrame, score_col) -> str|None:
+    "The score column to read (`score_col`, else prob, else score); `AnnotationError` naming a column the table lacks."
+    if score_col and score_col not in raw:
+        raise AnnotationError(f'{path}: no column {score_col!r} (columns: {", ".join(raw.columns)})')
+    score_col = score_col or next((c for c in ('prob', 'score') if c in raw), None)
+    missing = [c for c in ('roi_id', 'patient_id', 'label') if c not in raw]
+    missing += [] if score_col or 'birads' in raw else ['prob or score']
+    if missing: raise AnnotationError(f'{path}: missing column(s) {missing}; a predictions CSV has roi_id, patient_id, '
+                                      'label, prob (or score) and optionally birads')
+    return score_col
+
+# %% ../nbs/13c_evaluate.ipynb #c038a6
+def _usable_rows(raw:pd.DataFrame, score_col) -> tuple[pd.DataFrame, pd.DataFrame]:
+    "The rows worth evaluating, and the others with their line in the file, ROI id and the reason they were skipped."
+    rows, skipped, seen = [], [], set()
+    for i, r in raw.iterrows():
+        why, label, score, birads = _row_problem(r, score_col, score_col == 'prob', seen)
+        if why:
+            skipped.append(dict(item=f'line {i + 2} ({r["roi_id"]})', error='row', reason=why))   # the header is line 1
+            continue
+        seen.add(r['roi_id'])
+        threshold = pd.to_numeric(r['threshold'], errors='coerce') if 'threshold' in raw else np.nan   # mcal's: from training
+        rows.append(dict(roi_id=r['roi_id'], patient_id=r['patient_id'], label=label, score=float(score), birads=birads,
+                         threshold=threshold))
+    return (pd.DataFrame(rows, columns=['roi_id', 'patient_id', 'label', 'score', 'birads', 'threshold']),
+            pd.DataFrame(skipped, columns=['item', 'error', 'reason']))
+
+# %% ../nbs/13c_evaluate.ipynb #c038b
 def read_predictions(path,           # predictions CSV, or a folder of CBIS-DDSM case CSVs
                      score_col=None # the score column (default: prob, else score)
                     ) -> tuple[pd.DataFrame, pd.DataFrame]:
     "A predictions CSV (or a folder of CBIS-DDSM case CSVs: reader only) as (usable rows, skipped rows with reasons)."
     path = Path(path)
-    if path.is_dir():
-        if not any(path.glob('*case_description*.csv')):
-            raise AnnotationError(f'{path}: a folder, but no CBIS-DDSM case CSV (*case_description*.csv) in it; give a predictions CSV or such a folder')
-        t = load_cbis_ddsm(path, lesion_types=['calcification'])
-        t = t[t.pathology != 'BENIGN_WITHOUT_CALLBACK']             # biopsied calcifications, as in the paper
-        return t[['roi_id', 'patient_id', 'label', 'birads']].assign(score=np.nan, threshold=np.nan).reset_index(drop=True), pd.DataFrame(columns=['item', 'error', 'reason'])
+    if path.is_dir(): return _read_cbis_folder(path)
     if not path.exists(): raise AnnotationError(f'{path}: no such predictions file')
     raw = _read_raw(path)
-    if 'set' in raw and (raw['set'] == 'test').any(): raw = raw[raw['set'] == 'test']   # an mcal report: the held-out test rows only
-    if score_col and score_col not in raw: raise AnnotationError(f'{path}: no column {score_col!r} (columns: {", ".join(raw.columns)})')
-    score_col = score_col or next((c for c in ('prob', 'score') if c in raw), None)
-    missing = [c for c in ('roi_id', 'patient_id', 'label') if c not in raw] + ([] if score_col or 'birads' in raw else ['prob or score'])
-    if missing: raise AnnotationError(f'{path}: missing column(s) {missing}; a predictions CSV has roi_id, patient_id, label, prob (or score) and optionally birads')
-    rows, skipped, seen = [], [], set()
-    for i, r in raw.iterrows():
-        why, label, score, birads = _row_problem(r, score_col, score_col == 'prob', seen)
-        if why: skipped.append(dict(item=f'line {i + 2} ({r["roi_id"]})', error='row', reason=why)); continue   # the header is line 1
-        seen.add(r['roi_id'])
-        threshold = pd.to_numeric(r['threshold'], errors='coerce') if 'threshold' in raw else np.nan   # mcal's: fitted in training
-        rows.append(dict(roi_id=r['roi_id'], patient_id=r['patient_id'], label=label, score=float(score), birads=birads, threshold=threshold))
-    table = pd.DataFrame(rows, columns=['roi_id', 'patient_id', 'label', 'score', 'birads', 'threshold'])
-    table.attrs.update(score_col=score_col, birads_column='birads' in raw)   # 'prob' is a probability, any other a score of any range
-    return table, pd.DataFrame(skipped, columns=['item', 'error', 'reason'])
+    if 'set' in raw and (raw['set'] == 'test').any(): raw = raw[raw['set'] == 'test']   # an mcal report: its test rows only
+    score_col = _score_column(path, raw, score_col)
+    table, skipped = _usable_rows(raw, score_col)
+    table.attrs.update(score_col=score_col, birads_column='birads' in raw)   # 'prob' is a probability, others a score
+    return table, skipped
 
-# %% ../nbs/13c_evaluate.ipynb #c038c
+# %% ../nbs/13c_evaluate.ipynb #c038b3
 def _threshold_for(t:pd.DataFrame, threshold, probability:bool) -> tuple:
     "The model threshold to apply (a number, or one per row) and where it came from, in words."
     if isinstance(threshold, OperatingPoint): threshold = threshold.threshold
@@ -97,13 +125,42 @@ def _threshold_for(t:pd.DataFrame, threshold, probability:bool) -> tuple:
         check_option('threshold', threshold, *((0, 1) if probability else (None, None)))
         return threshold, f'{threshold:g}, as given (--threshold)'
     if probability and len(t) and t.threshold.notna().all():         # mcal's column holds a probability's threshold
-        if t.threshold.nunique() == 1: return float(t.threshold.iloc[0]), f'{t.threshold.iloc[0]:.3f}, from the table\'s threshold column (fitted when the model was trained)'
-        return t.threshold.to_numpy(), "each row's own, from the table's threshold column (mcal's CV split: fitted on the other folds)"
+        if t.threshold.nunique() == 1:
+            return float(t.threshold.iloc[0]), (f"{t.threshold.iloc[0]:.3f}, from the table's threshold column "
+                                                '(fitted when the model was trained)')
+        return t.threshold.to_numpy(), ("each row's own, from the table's threshold column "
+                                        "(mcal's CV split: fitted on the other folds)")
     return 0.5, 'default 0.5: the table has no complete threshold column; give --threshold to choose one'
 
+# %% ../nbs/13c_evaluate.ipynb #c038b4
+def _check_evaluable(path, t:pd.DataFrame, skipped:pd.DataFrame, has_model:bool, reader):
+    "Refuse a table with one class only (saying why rows were skipped), or with neither scores nor BI-RADS."
+    if t.label.nunique() < 2:
+        why = f'; {len(skipped)} rows skipped, e.g. {skipped.item.iloc[0]}: {skipped.reason.iloc[0]}' if len(skipped) else ''
+        raise AnnotationError(f'{path}: {len(t)} usable rows with label(s) {sorted(t.label.unique())}: '
+                              f'an evaluation needs both benign and malignant{why}')
+    if not has_model and reader is None: raise AnnotationError(f'{path}: neither scores nor BI-RADS to evaluate')
+
+# %% ../nbs/13c_evaluate.ipynb #c038b5
+def _results_for(t:pd.DataFrame, reader, has_model:bool, threshold, n_boot, seed) -> pd.DataFrame:
+    "The paper's table: the model against the reader, or (no scores) the reader alone on the rows with a usable BI-RADS."
+    if has_model:
+        return results_table(t.label, t.score, reader, patient_ids=t.patient_id, threshold=threshold, n_boot=n_boot,
+                             seed=seed)
+    read = t[t.birads.map(lambda b: np.isfinite(birads_score([b])[0]))]
+    return pd.DataFrame({'reader (BI-RADS ≥ 4)': reader_analysis(read, n_boot=n_boot, seed=seed)}).T
+
+# %% ../nbs/13c_evaluate.ipynb #c038b6
+def _decision_for(t:pd.DataFrame, reader, calibrated:bool) -> pd.DataFrame|None:
+    "dcurves' net benefit by threshold: the model's only for probabilities; None with neither probabilities nor a reader."
+    if not (calibrated or reader is not None): return None
+    decision = decision_curve(t.label, t.score if calibrated else np.zeros(len(t)), reader)
+    return decision if calibrated else decision[decision.strategy != 'model']      # a reader-only or uncalibrated table
+
+# %% ../nbs/13c_evaluate.ipynb #c038c
 def evaluate_predictions(path,              # predictions CSV (mcal's or any tool's), or a folder of CBIS-DDSM case CSVs
                          score_col=None,    # the score column (default: prob, else score)
-                         threshold=None,    # the model's operating threshold; None: the CSV's `threshold` column if complete (mcal's), else 0.5
+                         threshold=None,    # the operating threshold; None: the CSV's complete `threshold` column, else 0.5
                          n_boot=1000, seed=0) -> Evaluation:
     "The paper's table, calibration, decision curve and biopsies avoided for a predictions table."
     check_option('n_boot', n_boot, 1, integer=True)
@@ -111,67 +168,93 @@ def evaluate_predictions(path,              # predictions CSV (mcal's or any too
     score_col = t.attrs.get('score_col') or 'score'
     has_model, probs = t.score.notna().all() and len(t) > 0, score_col == 'prob'
     threshold, source = _threshold_for(t, threshold, probs)
-    if t.label.nunique() < 2:
-        why = f'; {len(skipped)} rows skipped, e.g. {skipped.item.iloc[0]}: {skipped.reason.iloc[0]}' if len(skipped) else ''
-        raise AnnotationError(f'{path}: {len(t)} usable rows with label(s) {sorted(t.label.unique())}: an evaluation needs both benign and malignant{why}')
     reader = t.birads if t.birads.notna().any() else None
-    if not has_model and reader is None: raise AnnotationError(f'{path}: neither scores nor BI-RADS to evaluate')
-    if has_model: results = results_table(t.label, t.score, reader, patient_ids=t.patient_id, threshold=threshold, n_boot=n_boot, seed=seed)
-    else:
-        k = t[t.birads.map(lambda b: np.isfinite(birads_score([b])[0]))]
-        results = pd.DataFrame({'reader (BI-RADS ≥ 4)': reader_analysis(k, n_boot=n_boot, seed=seed)}).T
+    _check_evaluable(path, t, skipped, has_model, reader)
+    results = _results_for(t, reader, has_model, threshold, n_boot, seed)
     calibrated = has_model and probs
-    decision = decision_curve(t.label, t.score if calibrated else np.zeros(len(t)), reader) if (calibrated or reader is not None) else None
-    if decision is not None and not calibrated: decision = decision[decision.strategy != 'model']      # a reader-only or uncalibrated table
-    avoided = biopsies_avoided(t.label, t.score, reader, t.patient_id, n_boot=n_boot, seed=seed) if has_model and reader is not None else None
+    decision = _decision_for(t, reader, calibrated)
+    avoided = (biopsies_avoided(t.label, t.score, reader, t.patient_id, n_boot=n_boot, seed=seed)
+               if has_model and reader is not None else None)
     calib = dict(brier=brier(t.label, t.score), ece=expected_calibration_error(t.label, t.score),
                  reliability=reliability(t.label, t.score)) if calibrated else None
     return Evaluation(Path(path), t, skipped, results, decision, avoided, calib, threshold, source, score_col)
 
-# %% ../nbs/13c_evaluate.ipynb #c038d
+# %% ../nbs/13c_evaluate.ipynb #c038c3
+def _save_png(folder:Path, name:str, fig):
+    "Save a matplotlib figure as `name`.png in `folder`."
+    atomic_write(folder / f'{name}.png', lambda f: fig.savefig(f, dpi=90))
+
+# %% ../nbs/13c_evaluate.ipynb #c038c4
 def _reader_note(t:pd.DataFrame) -> str:
     "Why an evaluation has no reader row."
     return ('No reader row: the `birads` column is blank on every usable row.' if t.attrs.get('birads_column') else
             'No reader row: the table has no `birads` column.')
 
-def _avoided_lines(a:dict) -> list:
-    sign = ('' if a['avoided_per_100'] >= 0 else
-            ' A negative number means that the model, at a threshold that keeps the reader\'s sensitivity, would send *more* benign cases to biopsy than the reader.')
-    return ['## Benign biopsies avoided at the reader\'s sensitivity', '',
-            f'{a["avoided_per_100"]:.1f} per 100 biopsies [{a["ci_low"]:.1f}, {a["ci_high"]:.1f}] (patient bootstrap); reader '
-            f'sensitivity {a["reader_sensitivity"]:.2f}, model at threshold {a["model_threshold"]:.3f}: sensitivity {a["model_sensitivity"]:.2f}; '
-            f'benign biopsies {a["reader_benign_biopsies"]} (reader) vs {a["model_benign_biopsies"]} (model) of N = {a["n"]}.{sign}', '']
+def _head_lines(ev:Evaluation, reader) -> list:
+    "The report's head: the rows used and skipped, which cases the table's rows are on, and the paper's table."
+    t = ev.table
+    return ['# mcal evaluation', '',
+            f'Predictions: `{ev.source}`; usable rows: {len(t)} on {t.patient_id.nunique()} patients '
+            f'({int((t.label == "malignant").sum())} malignant); skipped: {len(ev.skipped)}', '',
+            *table_notes(ev.results), *([] if reader is not None else ['', _reader_note(t)]),
+            '', '```', ev.results.to_string(), '```', '']
 
+# %% ../nbs/13c_evaluate.ipynb #c038c5
+def _roc_lines(ev:Evaluation, out:Path, reader) -> list:
+    "roc.png and roc.html when every row has a score, and the report's lines on them."
+    t = ev.table
+    if not t.score.notna().all(): return []
+    marked = ev.threshold if np.ndim(ev.threshold) == 0 else None          # per-ROI thresholds: no single point to mark
+    _save_png(out, 'roc', roc_plot(t.label, t.score, reader, threshold=marked, title=f'ROC (N={len(t)})'))
+    roc = roc_figure(t.label, t.score, reader, threshold=marked, title=f'ROC (N={len(t)})')
+    atomic_write(out / 'roc.html', lambda f: roc.write_html(f, include_plotlyjs=True))
+    return [f'Model threshold: {ev.threshold_source}', '', '![ROC](roc.png) (interactive: [roc.html](roc.html))', '']
+
+# %% ../nbs/13c_evaluate.ipynb #c038c6
+def _calibration_lines(ev:Evaluation, out:Path) -> list:
+    "calibration.csv and .png for probabilities and the report's section on them; for a score, why there is none."
+    t, calibration = ev.table, ev.calibration
+    if calibration:
+        atomic_write(out / 'calibration.csv', lambda f: calibration['reliability'].to_csv(f, index=False))
+        _save_png(out, 'calibration', reliability_plot(t.label, t.score))
+        return ['## Calibration', '',
+                f'Brier {calibration["brier"]:.3f}, ECE {calibration["ece"]:.3f} (10 equal-width bins)', '',
+                '![calibration](calibration.png)', '']
+    if not t.score.notna().all(): return []
+    return ['## Calibration', '', f'Not measured: `{ev.score_col}` is a score, not a probability in [0, 1] (only a `prob` '
+            "column is read as one), so neither calibration nor the model's decision curve applies.", '']
+
+# %% ../nbs/13c_evaluate.ipynb #c038c7
+def _decision_lines(ev:Evaluation, out:Path) -> list:
+    "decision_curve.csv and .png and the report's section on them (none without a decision curve)."
+    if ev.decision is None: return []
+    atomic_write(out / 'decision_curve.csv', lambda f: ev.decision.to_csv(f, index=False))
+    _save_png(out, 'decision_curve', decision_curve_plot(ev.decision))
+    return ['## Decision curve (dcurves)', '', '![decision curve](decision_curve.png)', '']
+
+# %% ../nbs/13c_evaluate.ipynb #c038c8
+def _avoided_lines(a:dict) -> list:
+    "The report's section on the benign biopsies the model would avoid at the reader's sensitivity."
+    sign = ('' if a['avoided_per_100'] >= 0 else
+            " A negative number means that the model, at a threshold that keeps the reader's sensitivity, would send "
+            '*more* benign cases to biopsy than the reader.')
+    return ["## Benign biopsies avoided at the reader's sensitivity", '',
+            f'{a["avoided_per_100"]:.1f} per 100 biopsies [{a["ci_low"]:.1f}, {a["ci_high"]:.1f}] (patient bootstrap); reader '
+            f'sensitivity {a["reader_sensitivity"]:.2f}, model at threshold {a["model_threshold"]:.3f}: '
+            f'sensitivity {a["model_sensitivity"]:.2f}; benign biopsies {a["reader_benign_biopsies"]} (reader) '
+            f'vs {a["model_benign_biopsies"]} (model) of N = {a["n"]}.{sign}', '']
+
+# %% ../nbs/13c_evaluate.ipynb #c038d
 def write_evaluation_report(ev:Evaluation, # from `evaluate_predictions`
                             out            # the report folder (new, empty, or an earlier evaluation's)
                            ) -> Path:
     "Write results.csv, roc.png/html, calibration.png/csv, decision_curve.png/csv, biopsies_avoided.json, skipped.csv, report.md into `out`."
-    t, reader = ev.table, (ev.table.birads if ev.table.birads.notna().any() else None)
-    with OutputFolder(out, 'evaluate', inputs=[ev.source]) as out:      # what an earlier evaluation wrote is replaced, nothing else
+    reader = ev.table.birads if ev.table.birads.notna().any() else None
+    with OutputFolder(out, 'evaluate', inputs=[ev.source]) as out:      # an earlier evaluation's files replaced, no others
         atomic_write(out / 'results.csv', lambda f: ev.results.rename_axis('who').to_csv(f))
         atomic_write(out / 'skipped.csv', lambda f: ev.skipped.to_csv(f, index=False))
-        lines = ['# mcal evaluation', '', f'Predictions: `{ev.source}`; usable rows: {len(t)} on {t.patient_id.nunique()} patients '
-                 f'({int((t.label == "malignant").sum())} malignant); skipped: {len(ev.skipped)}', '', *_table_notes(ev.results),
-                 *([] if reader is not None else ['', _reader_note(t)]), '', '```', ev.results.to_string(), '```', '']
-        save = lambda fig, name: atomic_write(out / f'{name}.png', lambda f: fig.savefig(f, dpi=90))
-        if t.score.notna().all():
-            marked = ev.threshold if np.ndim(ev.threshold) == 0 else None          # per-ROI thresholds: no single point to mark
-            save(roc_plot(t.label, t.score, reader, threshold=marked, title=f'ROC (N={len(t)})'), 'roc')
-            roc = roc_figure(t.label, t.score, reader, threshold=marked, title=f'ROC (N={len(t)})')
-            atomic_write(out / 'roc.html', lambda f: roc.write_html(f, include_plotlyjs=True))
-            lines += [f'Model threshold: {ev.threshold_source}', '', '![ROC](roc.png) (interactive: [roc.html](roc.html))', '']
-        if ev.calibration:
-            atomic_write(out / 'calibration.csv', lambda f: ev.calibration['reliability'].to_csv(f, index=False))
-            save(reliability_plot(t.label, t.score), 'calibration')
-            lines += ['## Calibration', '', f'Brier {ev.calibration["brier"]:.3f}, ECE {ev.calibration["ece"]:.3f} (10 equal-width bins)', '',
-                      '![calibration](calibration.png)', '']
-        elif t.score.notna().all():
-            lines += ['## Calibration', '', f'Not measured: `{ev.score_col}` is a score, not a probability in [0, 1] (only a `prob` column is '
-                      'read as one), so neither calibration nor the model\'s decision curve applies.', '']
-        if ev.decision is not None:
-            atomic_write(out / 'decision_curve.csv', lambda f: ev.decision.to_csv(f, index=False))
-            save(decision_curve_plot(ev.decision), 'decision_curve')
-            lines += ['## Decision curve (dcurves)', '', '![decision curve](decision_curve.png)', '']
+        lines = _head_lines(ev, reader) + _roc_lines(ev, out, reader)
+        lines += _calibration_lines(ev, out) + _decision_lines(ev, out)
         if ev.avoided:
             atomic_write(out / 'biopsies_avoided.json', json.dumps(ev.avoided, indent=2, default=float))
             lines += _avoided_lines(ev.avoided)

@@ -7,7 +7,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 from .core import *
-from .metrics import as_binary, as_scores, auc_ci, roc_points, binary_metrics, OperatingPoint, reliability, brier, expected_calibration_error
+from .metrics import (as_binary, as_scores, auc_ci, roc_points, binary_metrics, OperatingPoint, reliability, brier,
+                          expected_calibration_error)
 from .clinical import birads_score, reader_points
 
 # %% auto #0
@@ -20,43 +21,57 @@ def _merged_labels(pts:pd.DataFrame) -> pd.DataFrame:
     g = pts.groupby(['fpr', 'tpr'], sort=False).category.apply(lambda c: ', '.join(f'≥{x}' for x in c)).reset_index()
     return g.rename(columns={'category': 'text'})
 
+# %% ../nbs/10c_figures.ipynb #c040a
 def roc_figure(labels, model_scores, reader_birads=None, threshold=None, title='ROC', zero='exclude'):
     "A plotly ROC of the model with the reader's BI-RADS operating points (and the model's threshold)."
     import plotly.graph_objects as go
-    y = as_binary(labels); s = as_scores(model_scores, len(y), 'model scores')
-    pts = roc_points(y, s); a, lo, hi = auc_ci(y, s)
-    fig = go.Figure(go.Scatter(x=pts.fpr, y=pts.tpr, mode='lines', name=f'model AUC {a:.2f} [{lo:.2f}, {hi:.2f}], N={len(y)}',
-                               line_shape='hv', line_width=3))
+    y = as_binary(labels)
+    s = as_scores(model_scores, len(y), 'model scores')
+    pts = roc_points(y, s)
+    a, lo, hi = auc_ci(y, s)
+    fig = go.Figure(go.Scatter(x=pts.fpr, y=pts.tpr, mode='lines', line_shape='hv', line_width=3,
+                               name=f'model AUC {a:.2f} [{lo:.2f}, {hi:.2f}], N={len(y)}'))
     if reader_birads is not None:
-        r = birads_score(reader_birads, zero=zero); k = np.isfinite(r)
+        r = birads_score(reader_birads, zero=zero)
+        k = np.isfinite(r)
         pts_r = _merged_labels(reader_points(y, reader_birads, zero))
         ra, rlo, rhi = auc_ci(y[k], r[k])
-        fig.add_scatter(x=pts_r.fpr, y=pts_r.tpr, mode='markers+text+lines', text=pts_r.text,
-                        textposition=['bottom right' if i % 2 == 0 else 'top left' for i in range(len(pts_r))],   # staggered: no overlap
-                        textfont_size=13, marker_size=9, name=f'reader BI-RADS AUC {ra:.2f} [{rlo:.2f}, {rhi:.2f}], N={int(k.sum())}')
+        staggered = ['bottom right' if i % 2 == 0 else 'top left' for i in range(len(pts_r))]   # no overlap
+        fig.add_scatter(x=pts_r.fpr, y=pts_r.tpr, mode='markers+text+lines', text=pts_r.text, textposition=staggered,
+                        textfont_size=13, marker_size=9,
+                        name=f'reader BI-RADS AUC {ra:.2f} [{rlo:.2f}, {rhi:.2f}], N={int(k.sum())}')
     if threshold is not None:
         m = binary_metrics(y, s, threshold.threshold if isinstance(threshold, OperatingPoint) else threshold)
-        fig.add_scatter(x=[1 - m['specificity']], y=[m['sensitivity']], mode='markers', marker_size=12, name=f'model at {m["threshold"]:.2f}')
+        fig.add_scatter(x=[1 - m['specificity']], y=[m['sensitivity']], mode='markers', marker_size=12,
+                        name=f'model at {m["threshold"]:.2f}')
     fig.add_scatter(x=[0, 1], y=[0, 1], mode='lines', line_dash='dot', line_color='grey', showlegend=False)
-    fig.update_layout(title=title, xaxis_title='1 − specificity', yaxis_title='sensitivity', width=720, height=640, font_size=14,
-                      legend=dict(x=0.98, y=0.02, xanchor='right', yanchor='bottom', bgcolor='rgba(255,255,255,0.8)'))
-    fig.update_xaxes(range=[-0.02, 1.02]); fig.update_yaxes(range=[-0.02, 1.02], scaleanchor='x')
+    fig.update_layout(title=title, xaxis_title='1 − specificity', yaxis_title='sensitivity', width=720, height=640,
+                      font_size=14, legend=dict(x=0.98, y=0.02, xanchor='right', yanchor='bottom',
+                                                bgcolor='rgba(255,255,255,0.8)'))
+    fig.update_xaxes(range=[-0.02, 1.02])
+    fig.update_yaxes(range=[-0.02, 1.02], scaleanchor='x')
     return fig
 
 # %% ../nbs/10c_figures.ipynb #c043
 def roc_plot(labels, model_scores, reader_birads=None, threshold=None, title='ROC', zero='exclude', ax=None):
     "A matplotlib ROC of the model (AUC, CI, N) with the reader's BI-RADS operating points; returns the `Figure`."
-    y = as_binary(labels); s = as_scores(model_scores, len(y), 'model scores')
-    pts = roc_points(y, s); a, lo, hi = auc_ci(y, s)
-    if ax is None: fig = NotebookFigure(figsize=(5.5, 5.5)); ax = fig.subplots()
+    y = as_binary(labels)
+    s = as_scores(model_scores, len(y), 'model scores')
+    pts = roc_points(y, s)
+    a, lo, hi = auc_ci(y, s)
+    if ax is None:
+        fig = NotebookFigure(figsize=(5.5, 5.5))
+        ax = fig.subplots()
     else: fig = ax.figure
     ax.step(pts.fpr, pts.tpr, where='post', lw=2, label=f'model AUC {a:.2f} [{lo:.2f}, {hi:.2f}], N={len(y)}')
     if reader_birads is not None:
-        r = birads_score(reader_birads, zero=zero); k = np.isfinite(r)
+        r = birads_score(reader_birads, zero=zero)
+        k = np.isfinite(r)
         pts_r = _merged_labels(reader_points(y, reader_birads, zero))
         if len(pts_r) and 0 < y[k].sum() < k.sum():
             ra, rlo, rhi = auc_ci(y[k], r[k])
-            ax.plot(pts_r.fpr, pts_r.tpr, 'o-', label=f'reader BI-RADS AUC {ra:.2f} [{rlo:.2f}, {rhi:.2f}], N={int(k.sum())}')
+            reader = f'reader BI-RADS AUC {ra:.2f} [{rlo:.2f}, {rhi:.2f}], N={int(k.sum())}'
+            ax.plot(pts_r.fpr, pts_r.tpr, 'o-', label=reader)
             for i, (c, fx, ty) in enumerate(zip(pts_r.text, pts_r.fpr, pts_r.tpr)):
                 ax.annotate(c, (fx, ty), textcoords='offset points', xytext=(8, -12 - 10 * (i % 2)), fontsize=8)
     if threshold is not None:
@@ -64,30 +79,43 @@ def roc_plot(labels, model_scores, reader_birads=None, threshold=None, title='RO
         ax.plot([1 - m['specificity']], [m['sensitivity']], 'X', ms=10, label=f'model at threshold {m["threshold"]:.2f}')
     ax.plot([0, 1], [0, 1], ':', color='grey')
     ax.set(xlabel='1 − specificity', ylabel='sensitivity', xlim=(-0.02, 1.02), ylim=(-0.02, 1.02), title=title)
-    ax.legend(fontsize=8, loc='lower right'); fig.tight_layout()
+    ax.legend(fontsize=8, loc='lower right')
+    fig.tight_layout()
     return fig
 
 # %% ../nbs/10c_figures.ipynb #f008
 def decision_curve_plot(dca:pd.DataFrame, title='Decision curve', ax=None):
     "Net benefit against threshold probability for each strategy of `decision_curve`; returns the `Figure`."
-    if ax is None: fig = NotebookFigure(figsize=(6.5, 4.5)); ax = fig.subplots()
+    if ax is None:
+        fig = NotebookFigure(figsize=(6.5, 4.5))
+        ax = fig.subplots()
     else: fig = ax.figure
     for name, g in dca.groupby('strategy', sort=False):
-        ax.plot(g.threshold, g.net_benefit, lw=2 if name in ('model', 'reader') else 1.2, ls='--' if name == 'biopsy all' else '-', label=name)
+        ax.plot(g.threshold, g.net_benefit, lw=2 if name in ('model', 'reader') else 1.2,
+                ls='--' if name == 'biopsy all' else '-', label=name)
     prev = dca.prevalence.iloc[0]
-    ax.set(xlabel='threshold probability (risk at which one would biopsy)', ylabel='net benefit', ylim=(-0.05, max(prev, 0.05) * 1.15),
-           title=f'{title} (N={int(dca.n.iloc[0])}, prevalence {prev:.2f})')
-    ax.axhline(0, color='grey', lw=0.8); ax.legend(fontsize=8); fig.tight_layout()
+    ax.set(xlabel='threshold probability (risk at which one would biopsy)', ylabel='net benefit',
+           ylim=(-0.05, max(prev, 0.05) * 1.15), title=f'{title} (N={int(dca.n.iloc[0])}, prevalence {prev:.2f})')
+    ax.axhline(0, color='grey', lw=0.8)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
     return fig
 
+# %% ../nbs/10c_figures.ipynb #f008a
 def reliability_plot(labels, probs, n_bins=10, title='Calibration', ax=None):
     "Reliability diagram (observed malignant rate per bin of predicted probability, with bin sizes) with Brier and ECE."
     rel = reliability(labels, probs, n_bins)
-    if ax is None: fig = NotebookFigure(figsize=(5, 5)); ax = fig.subplots()
+    if ax is None:
+        fig = NotebookFigure(figsize=(5, 5))
+        ax = fig.subplots()
     else: fig = ax.figure
     ax.plot([0, 1], [0, 1], ':', color='grey', label='perfect calibration')
-    ax.plot(rel.mean_predicted, rel.observed, 'o-', label=f'model: Brier {brier(labels, probs):.3f}, ECE {expected_calibration_error(labels, probs, n_bins):.3f}')
-    for r in rel.itertuples(): ax.annotate(f'n={r.n}', (r.mean_predicted, r.observed), textcoords='offset points', xytext=(4, -10), fontsize=7)
-    ax.set(xlabel='predicted probability of malignancy', ylabel='observed malignant fraction', xlim=(0, 1), ylim=(0, 1), title=title)
-    ax.legend(fontsize=8, loc='upper left'); fig.tight_layout()
+    scores = f'Brier {brier(labels, probs):.3f}, ECE {expected_calibration_error(labels, probs, n_bins):.3f}'
+    ax.plot(rel.mean_predicted, rel.observed, 'o-', label=f'model: {scores}')
+    for r in rel.itertuples():
+        ax.annotate(f'n={r.n}', (r.mean_predicted, r.observed), textcoords='offset points', xytext=(4, -10), fontsize=7)
+    ax.set(xlabel='predicted probability of malignancy', ylabel='observed malignant fraction', xlim=(0, 1), ylim=(0, 1),
+           title=title)
+    ax.legend(fontsize=8, loc='upper left')
+    fig.tight_layout()
     return fig

@@ -80,6 +80,7 @@ def save_model(model:nn.Module,   # an `RoiModel` (or a learner, whose `.model` 
     distrib_barrier()
     return folder
 
+# %% ../nbs/07_inference.ipynb #c008b
 _REQUIRED = ('backbone', 'classes', 'stats', 'field_of_view_mm', 'patch_size')
 
 def read_config(folder) -> dict:
@@ -94,6 +95,7 @@ def read_config(folder) -> dict:
                            f'missing {missing}); mcal reads folders written by save_model')
     return cfg
 
+# %% ../nbs/07_inference.ipynb #c008c
 def file_digest(path, n=16) -> str:
     "A short SHA-1 of a file's bytes: what a weights file *is*, wherever it lies."
     import hashlib
@@ -102,6 +104,7 @@ def file_digest(path, n=16) -> str:
         for block in iter(lambda: f.read(1 << 20), b''): h.update(block)
     return h.hexdigest()[:n]
 
+# %% ../nbs/07_inference.ipynb #c008d
 def load_model(folder,
                engine='torch'             # 'torch'; 'onnx' (ONNX Runtime; an error if impossible); 'auto' (ONNX when model.onnx and onnxruntime exist)
               ) -> tuple[nn.Module|OnnxModel, dict]:
@@ -112,7 +115,7 @@ def load_model(folder,
     if engine == 'onnx' and not onnx_available(): raise MCalError('engine onnx needs ONNX Runtime: pip install onnxruntime')
     if engine == 'onnx' and not onnx_file.exists(): raise WeightsError(f'{folder}: no model.onnx (saved by an older mcal?); use engine torch')
     if engine != 'torch' and onnx_file.exists() and onnx_available(): return OnnxModel(onnx_file), cfg
-    model = roi_model(cfg['backbone'], len(cfg['classes']), weights=None)
+    model = roi_model(cfg['backbone'], len(cfg['classes']), weights=None, head=cfg.get('head', 'fastai'))
     sd = read_state_dict(Path(folder) / 'model.safetensors')
     try: model.load_state_dict(sd, strict=True)
     except RuntimeError as e: raise WeightsError(f'{folder}: weights do not fit {cfg["backbone"]}: {e}') from e

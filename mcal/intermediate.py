@@ -16,7 +16,7 @@ from .inference import read_config
 from .ingest import study_csv
 
 # %% auto #0
-__all__ = ['NEGATIVE_CLASSES', 'Intermediate', 'check_patients_apart', 'load_intermediate']
+__all__ = ['NEGATIVE_CLASSES', 'Intermediate', 'check_patients_apart', 'load_intermediate', 'stage1_loaders', 'stage1_task']
 
 # %% ../nbs/13_intermediate.ipynb #c012
 NEGATIVE_CLASSES = ('normal', 'no cancer', 'no_cancer', 'negative', 'benign', 'healthy')
@@ -40,6 +40,7 @@ class Intermediate:
         return (f'{self.kind} {self.source}: {len(p)} {"whole images" if (p.roi_shape == "image").all() else "ROIs"} of '
                 f'{p.patient_id.nunique()} patients, {self.classes[1]} vs {self.classes[0]}')
 
+# %% ../nbs/13_intermediate.ipynb #c012b
 def check_patients_apart(table:pd.DataFrame,  # intermediate rows with `patient_id`
                          test_patients,       # the study's test patients
                          source):             # the intermediate set's path, named in the error
@@ -49,6 +50,7 @@ def check_patients_apart(table:pd.DataFrame,  # intermediate rows with `patient_
                                      f'({", ".join(shared[:5])}{", ..." if len(shared) > 5 else ""}): stage 1 would see the test set; '
                                      'remove them from the intermediate set')
 
+# %% ../nbs/13_intermediate.ipynb #c012e
 def _read_intermediate(src:Path, test_patients) -> tuple[str, pd.DataFrame]:
     "The adapter `src`'s layout calls for, and its ROI table (mini-MIAS: the study's test patients left out, as `mias_other_task` does)."
     if src.suffix.lower() == '.csv' or (src / 'labels.csv').exists() or (src / 'rois.csv').exists(): return 'study', load_csv(study_csv(src), whole_images=True)
@@ -58,6 +60,7 @@ def _read_intermediate(src:Path, test_patients) -> tuple[str, pd.DataFrame]:
     raise AnnotationError(f'{src}: not an intermediate set mcal can read (a study CSV or folder with labels.csv, a mini-MIAS folder with '
                           'Info.txt, a CBIS-DDSM folder with case CSVs, a folder with one sub-folder per class, or a stage-1 model folder)')
 
+# %% ../nbs/13_intermediate.ipynb #c012g
 def load_intermediate(source,                  # see above: study, mini-MIAS, CBIS-DDSM, class folders, or a model folder
                       cache,                   # patch cache folder
                       field_of_view_mm=DEFAULT_FIELD_OF_VIEW_MM, # ROI patches' side in mm (whole images are resized whole)
@@ -83,12 +86,20 @@ def load_intermediate(source,                  # see above: study, mini-MIAS, CB
     return Intermediate(src, kind, res.table, labels, skipped)
 
 # %% ../nbs/13_intermediate.ipynb #c010
-def _stage1_loaders(patches, classes, bs, seed, backbone, device='auto'):
+def stage1_loaders(patches:pd.DataFrame, # cut patches of the intermediate set, `label` = its classes
+                   classes,              # [negative, positive]: the vocabulary's order
+                   bs:int,               # batch size
+                   seed:int,             # seed of the split and the loaders
+                   backbone:str,         # whose normalisation statistics the batches get
+                   device='auto'):
     "DataLoaders of an intermediate task, a patient-grouped quarter held out for validation."
     _, _, _, va = grouped_cv(patches, n_splits=min(4, patches.patient_id.nunique()), seed=seed)[0]
     return patch_dataloaders(patches, va, bs=bs, vocab=list(classes), stats=get_backbone(backbone).stats, seed=seed, device=device)
 
-def _stage1_task(patches, train_patients, cache, size, bs, seed, backbone, device='auto'):
+# %% ../nbs/13_intermediate.ipynb #c010c
+def stage1_task(patches:pd.DataFrame, # the study's ROI rows (with `image_path`, `patient_id`, `label`)
+                train_patients,       # whose images stage 1 may learn from
+                cache, size:int, bs:int, seed:int, backbone:str, device='auto'):
     "DataLoaders of the default intermediate task: the training patients' whole images, cancer vs no cancer."
     inter = build_patches(whole_image_task(patches, train_patients), cache, size=size, progress=False).table
-    return _stage1_loaders(inter, ['no cancer', 'cancer'], bs, seed, backbone, device), inter
+    return stage1_loaders(inter, ['no cancer', 'cancer'], bs, seed, backbone, device), inter

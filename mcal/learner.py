@@ -23,8 +23,8 @@ from .callbacks import (cpu_supports_bf16, bf16_is_faster, BF16Autocast, EpochCh
 from .inference import save_model, read_config, reusable, file_digest
 
 # %% auto #0
-__all__ = ['RoiLearner', 'dls_stats', 'class_weights', 'roi_learner', 'group_lrs', 'data_fingerprint', 'fine_tune', 'stage1',
-           'model_card', 'weights_id', 'transfer']
+__all__ = ['RoiLearner', 'dls_stats', 'class_weights', 'roi_learner', 'group_lrs', 'data_fingerprint', 'fine_tune', 'weights_id',
+           'model_card', 'stage1', 'transfer']
 
 # %% ../nbs/08_learner.ipynb #c006
 class RoiLearner(Learner):
@@ -61,6 +61,7 @@ def roi_learner(dls,                          # fastai DataLoaders, e.g. from `p
                 metrics=None,                 # default: AUC and accuracy
                 seed=None,                    # seed everything before the new head is initialised
                 balanced=False,               # weight the loss by inverse class frequency of the training set
+                head='fastai',                # the new head: 'fastai' or 'linear' (`roi_model`)
                 cbs=None, **kwargs) -> RoiLearner:
     "A frozen learner for ROI classification on `backbone`, with four parameter groups."
     bb = get_backbone(backbone)
@@ -69,7 +70,7 @@ def roi_learner(dls,                          # fastai DataLoaders, e.g. from `p
         raise MCalError(f'the DataLoaders are normalised with mean {np.round(stats[0], 3).tolist()}, {bb.name} expects '
                         f'{list(bb.stats[0])}: build them with stats=get_backbone({bb.name!r}).stats')
     if seed is not None: set_seed(seed, reproducible=True)
-    model = roi_model(bb, dls.c, weights)
+    model = roi_model(bb, dls.c, weights, head)
     size = int(dls.train_ds[0][0].shape[-1]) if len(dls.train_ds) else None
     use_bf16 = _use_bf16(bf16, model, dls, size, bb.name)
     amp = gpu_precision(getattr(dls, 'device', None) or 'cpu')     # fastai's mixed precision on a GPU: bf16 where supported, else fp16
@@ -77,7 +78,7 @@ def roi_learner(dls,                          # fastai DataLoaders, e.g. from `p
           ([MixedPrecision(amp_mode=AMPMode(amp))] if amp else [])
     config = dict(backbone=bb.name, classes=[str(c) for c in dls.vocab], stats=[list(bb.stats[0]), list(bb.stats[1])],
                   weights=weights if weights in ('imagenet', None) else str(weights),
-                  field_of_view_mm=field_of_view_mm, patch_size=size, bf16=use_bf16, precision=amp or ('bf16' if use_bf16 else 'fp32'), history=[])
+                  field_of_view_mm=field_of_view_mm, patch_size=size, head=head, bf16=use_bf16, precision=amp or ('bf16' if use_bf16 else 'fp32'), history=[])
     learn = RoiLearner(dls, model, config, loss_func=CrossEntropyLossFlat(weight=class_weights(dls) if balanced else None), splitter=roi_splitter,
                        opt_func=partial(OptimWrapper, opt=torch.optim.AdamW),
                        metrics=metrics if metrics is not None else [malignant_auc(), accuracy], cbs=cbs, **kwargs)
@@ -144,36 +145,19 @@ def fine_tune(learn:Learner,          # from `roi_learner` or `transfer`
                                         n_train=len(learn.dls.train_ds), classes=learn.config['classes'], resumed_from=resumed))
     return learn
 
-# %% ../nbs/08_learner.ipynb #c020
-def stage1(dls,                          # intermediate DataLoaders (whole images or ROIs, their own classes)
-           folder,                       # where the stage-1 model folder is saved
-           backbone='resnext50_32x4d', weights='imagenet',
-           epochs=4,                     # one-cycle epochs with every layer training
-           lr=1e-3,                      # the head, and with lr_mult=1 every layer, peaks at lr/2 once unfrozen
-           frozen_epochs=0,              # head-only epochs first (measured on screening640: they only cost budget)
-           lr_mult=1,                    # the early body peaks at lr/2/lr_mult (fastai's target default 100 starves it far from ImageNet)
-           balanced=True,                # class-weighted loss (screening sets hold few cancers)
-           seed=0,
-           on_mismatch='error',          # a folder trained for another request: 'error' or 'retrain'
-           quiet=False,                  # no progress bars or epoch tables (scripts, logs)
-           data:str=None,                # what the intermediate set is, for the model card (e.g. 'screening640, patient-grouped')
-           **kwargs) -> Path:
-    "Stage 1 of d-TL: fine-tune `backbone` on the intermediate task and save it to `folder` with its card; reused for the same request."
-    folder = Path(folder)
-    request = dict(stage='intermediate', backbone=get_backbone(backbone).name, weights=weights_id(weights), classes=[str(c) for c in dls.vocab],
-                   epochs=epochs, lr=lr, frozen_epochs=frozen_epochs, lr_mult=lr_mult, balanced=balanced, seed=seed, bs=dls.bs,
-                   data=data_fingerprint(dls), bf16=str(kwargs.get('bf16', 'auto')))
-    if reusable(folder, request, on_mismatch): return folder
-    t0 = time.time()
-    learn = roi_learner(dls, backbone, weights, seed=seed, balanced=balanced, **kwargs)
-    train = partial(fine_tune, learn, epochs, lr, frozen_epochs, lr_mult, checkpoint_dir=folder / 'checkpoints', seed=seed, request=request)
-    if quiet:
-        with learn.no_bar(), learn.no_logging(): train()
-    else: train()
-    learn.config.update(stage='intermediate', request=request, card=model_card(learn, data, time.time() - t0))
-    save_model(learn.model, learn.config, folder)
-    if main_process(): shutil.rmtree(folder / 'checkpoints', ignore_errors=True)   # finished: the model folder is the result
-    return folder
+# %% ../nbs/08_learner.ipynb #c020a
+def weights_id(weights) -> str|None:
+    "What starting weights are, for a request: 'imagenet', None, or a weights file's name and content digest."
+    if weights is None or weights == 'imagenet': return weights
+    return f'{Path(weights).name}#{file_digest(weights)}' if Path(weights).exists() else str(weights)
+
+# %% ../nbs/08_learner.ipynb #c020b
+def _epoch_aucs(learn) -> list|None:
+    "The validation AUC after each epoch of the last fit, from fastai's recorder."
+    names = list(getattr(learn.recorder, 'metric_names', [])[1:-1])   # train_loss, valid_loss, metrics (epoch and time excluded)
+    if 'auc' not in names: return None                      # no fit yet, or no AUC metric
+    i = names.index('auc')                                  # epochs a resumed fit skipped have short rows: no AUC of theirs here
+    return [None if len(v) <= i or v[i] is None else round(float(v[i]), 4) for v in learn.recorder.values]
 
 def model_card(learn:Learner,    # a trained learner
                data:str=None,      # what the data are, in words
@@ -195,18 +179,40 @@ def model_card(learn:Learner,    # a trained learner
                 valid_auc_by_epoch=by_epoch, schedule=learn.config['history'][-1] if learn.config['history'] else None,
                 wall_s=None if wall_s is None else round(wall_s, 1))
 
-def _epoch_aucs(learn) -> list|None:
-    "The validation AUC after each epoch of the last fit, from fastai's recorder."
-    names = list(getattr(learn.recorder, 'metric_names', [])[1:-1])   # train_loss, valid_loss, metrics (epoch and time excluded)
-    if 'auc' not in names: return None                      # no fit yet, or no AUC metric
-    i = names.index('auc')                                  # epochs a resumed fit skipped have short rows: no AUC of theirs here
-    return [None if len(v) <= i or v[i] is None else round(float(v[i]), 4) for v in learn.recorder.values]
+# %% ../nbs/08_learner.ipynb #c020
+def stage1(dls,                          # intermediate DataLoaders (whole images or ROIs, their own classes)
+           folder,                       # where the stage-1 model folder is saved
+           backbone='resnext50_32x4d', weights='imagenet',
+           epochs=4,                     # one-cycle epochs with every layer training
+           lr=1e-3,                      # the head, and with lr_mult=1 every layer, peaks at lr/2 once unfrozen
+           frozen_epochs=0,              # head-only epochs first (measured on screening640: they only cost budget)
+           lr_mult=1,                    # the early body peaks at lr/2/lr_mult (fastai's target default 100 starves it far from ImageNet)
+           balanced=True,                # class-weighted loss (screening sets hold few cancers)
+           head='linear',                # a zero-initialised linear head (`roi_model`); `transfer` keeps only the body
+           seed=0,
+           on_mismatch='error',          # a folder trained for another request: 'error' or 'retrain'
+           quiet=False,                  # no progress bars or epoch tables (scripts, logs)
+           data:str=None,                # what the intermediate set is, for the model card (e.g. 'screening640, patient-grouped')
+           **kwargs) -> Path:
+    "Stage 1 of d-TL: fine-tune `backbone` on the intermediate task and save it to `folder` with its card; reused for the same request."
+    folder = Path(folder)
+    request = dict(stage='intermediate', backbone=get_backbone(backbone).name, weights=weights_id(weights), classes=[str(c) for c in dls.vocab],
+                   epochs=epochs, lr=lr, frozen_epochs=frozen_epochs, lr_mult=lr_mult, balanced=balanced, seed=seed, bs=dls.bs,
+                   data=data_fingerprint(dls), bf16=str(kwargs.get('bf16', 'auto')), wd=kwargs.get('wd'),
+                   **({} if head == 'fastai' else dict(head=head)))   # folders saved before heads were a choice had fastai's
+    if reusable(folder, request, on_mismatch): return folder
+    t0 = time.time()
+    learn = roi_learner(dls, backbone, weights, seed=seed, balanced=balanced, head=head, **kwargs)
+    train = partial(fine_tune, learn, epochs, lr, frozen_epochs, lr_mult, checkpoint_dir=folder / 'checkpoints', seed=seed, request=request)
+    if quiet:
+        with learn.no_bar(), learn.no_logging(): train()
+    else: train()
+    learn.config.update(stage='intermediate', request=request, card=model_card(learn, data, time.time() - t0))
+    save_model(learn.model, learn.config, folder)
+    if main_process(): shutil.rmtree(folder / 'checkpoints', ignore_errors=True)   # finished: the model folder is the result
+    return folder
 
-def weights_id(weights) -> str|None:
-    "What starting weights are, for a request: 'imagenet', None, or a weights file's name and content digest."
-    if weights is None or weights == 'imagenet': return weights
-    return f'{Path(weights).name}#{file_digest(weights)}' if Path(weights).exists() else str(weights)
-
+# %% ../nbs/08_learner.ipynb #c020d
 def transfer(checkpoint,                 # a model folder (e.g. from `stage1`)
              dls,                        # target DataLoaders, normalised with the checkpoint's stats
              **kwargs) -> RoiLearner:

@@ -23,9 +23,11 @@ def as_binary(labels) -> np.ndarray:
     if arr.dtype.kind in 'OUS':
         try: return np.array([normalise_label(v) == 'malignant' for v in arr], dtype=int)
         except LabelError as e: raise MCalError(f'labels must be 0/1 or benign/malignant: {e}') from None
-    if not np.isin(arr, (0, 1)).all(): raise MCalError(f'labels must be 0/1 or benign/malignant; found {sorted(set(arr.tolist()))[:5]}')
+    if not np.isin(arr, (0, 1)).all():
+        raise MCalError(f'labels must be 0/1 or benign/malignant; found {sorted(set(arr.tolist()))[:5]}')
     return arr.astype(int)
 
+# %% ../nbs/10_metrics.ipynb #c006a
 def as_scores(scores,        # one number per case, higher = more suspicious
               n:int,         # how many labels they go with
               what='scores'  # what they are, for the error message
@@ -36,17 +38,21 @@ def as_scores(scores,        # one number per case, higher = more suspicious
     if s.shape != (n,): raise MCalError(f'{n} labels but {s.size} {what}')
     return s
 
+# %% ../nbs/10_metrics.ipynb #c006b
 def _z(level) -> float:
     "The two-sided normal quantile of a confidence `level` in (0, 1)."
     if not isinstance(level, (int, float, np.number)) or not 0 < level < 1:
         raise MCalError(f'level must be a confidence between 0 and 1 (e.g. 0.95), not {level!r}')
     return float(stats.norm.ppf(0.5 + level / 2))
 
+# %% ../nbs/10_metrics.ipynb #c006c
 def _check(labels, scores):
-    y = as_binary(labels); s = as_scores(scores, len(y))
+    y = as_binary(labels)
+    s = as_scores(scores, len(y))
     bad = ~np.isfinite(s)
     if bad.any(): raise MCalError(f'{bad.sum()} score(s) are NaN or infinite (first at position {np.argmax(bad)})')
-    if y.min() == y.max(): raise MCalError(f'only one class present ({"malignant" if y[0] else "benign"}, n={len(y)}): ROC/AUC needs both')
+    if y.min() == y.max():
+        raise MCalError(f'only one class present ({"malignant" if y[0] else "benign"}, n={len(y)}): ROC/AUC needs both')
     return y, s
 
 # %% ../nbs/10_metrics.ipynb #c008
@@ -63,16 +69,19 @@ def placements(labels, scores):
     v01 = 1 - (r_all[m:] - _midrank(neg)) / m
     return v10, v01
 
+# %% ../nbs/10_metrics.ipynb #c008a
 def auc(labels, scores) -> float:
     "Area under the ROC curve (ties count half)."
     v10, _ = placements(labels, scores)
     return float(v10.mean())
 
+# %% ../nbs/10_metrics.ipynb #c008b
 def delong_variance(labels, scores) -> float:
     "DeLong's variance of the AUC."
     v10, v01 = placements(labels, scores)
     return float(v10.var(ddof=1) / len(v10) + v01.var(ddof=1) / len(v01))
 
+# %% ../nbs/10_metrics.ipynb #c008c
 def auc_ci(labels, scores, level=0.95) -> tuple[float, float, float]:
     "(AUC, lower, upper): DeLong normal interval, clipped to [0, 1]."
     z = _z(level)
@@ -85,7 +94,8 @@ def delong_paired(labels, scores_a, scores_b,
                  ) -> dict:
     "DeLong's paired test of two AUCs on the same cases: AUCs, difference, its CI at `level`, z and two-sided p."
     y, ci_z = as_binary(labels), _z(level)
-    va10, va01 = placements(y, scores_a); vb10, vb01 = placements(y, scores_b)
+    va10, va01 = placements(y, scores_a)
+    vb10, vb01 = placements(y, scores_b)
     m, n = len(va10), len(va01)
     s10, s01 = np.cov(np.vstack([va10, vb10])), np.cov(np.vstack([va01, vb01]))
     cov = s10 / m + s01 / n
@@ -93,9 +103,11 @@ def delong_paired(labels, scores_a, scores_b,
     var = cov[0, 0] + cov[1, 1] - 2 * cov[0, 1]
     z = (a - b) / np.sqrt(var) if var > 0 else 0.0
     se = np.sqrt(max(var, 0))
-    return dict(auc_a=float(a), auc_b=float(b), difference=float(a - b), ci_low=float(a - b - ci_z * se), ci_high=float(a - b + ci_z * se),
+    return dict(auc_a=float(a), auc_b=float(b), difference=float(a - b),
+                ci_low=float(a - b - ci_z * se), ci_high=float(a - b + ci_z * se),
                 level=level, covariance=cov, z=float(z), p=float(2 * stats.norm.sf(abs(z))) if var > 0 else 1.0)
 
+# %% ../nbs/10_metrics.ipynb #c013a
 def delong_unpaired(labels_a, scores_a, labels_b, scores_b) -> dict:
     "Test of two AUCs measured on different (independent) case sets."
     a, b = auc(labels_a, scores_a), auc(labels_b, scores_b)
@@ -114,7 +126,8 @@ def roc_points(labels, scores) -> pd.DataFrame:
 # %% ../nbs/10_metrics.ipynb #c021
 def binary_metrics(labels, scores, threshold:float) -> dict:
     "Confusion counts and sens/spec/PPV/NPV/accuracy when `score >= threshold` means malignant."
-    y = as_binary(labels); s = as_scores(scores, len(y))
+    y = as_binary(labels)
+    s = as_scores(scores, len(y))
     try: threshold = float(threshold)
     except (TypeError, ValueError): raise MCalError(f'threshold must be a number, not {threshold!r}') from None
     pred = (s >= threshold).astype(int)
@@ -124,6 +137,7 @@ def binary_metrics(labels, scores, threshold:float) -> dict:
     return dict(threshold=threshold, tp=tp, fp=fp, fn=fn, tn=tn, sensitivity=div(tp, tp + fn), specificity=div(tn, tn + fp),
                 ppv=div(tp, tp + fp), npv=div(tn, tn + fn), accuracy=div(tp + tn, len(y)))
 
+# %% ../nbs/10_metrics.ipynb #c021a
 @dataclass
 class OperatingPoint:
     "A threshold chosen on validation data, to be applied unchanged to test data."
@@ -138,7 +152,8 @@ class OperatingPoint:
         if rule == 'youden': t = pts.threshold.iloc[int(np.argmax(pts.tpr - pts.fpr))]
         elif rule == 'sensitivity':
             if target_sensitivity is None: raise MCalError('rule="sensitivity" needs target_sensitivity')
-            if not 0 < target_sensitivity <= 1: raise MCalError(f'target_sensitivity must be in (0, 1], not {target_sensitivity!r}')
+            if not 0 < target_sensitivity <= 1:
+                raise MCalError(f'target_sensitivity must be in (0, 1], not {target_sensitivity!r}')
             t = pts.threshold[pts.tpr >= target_sensitivity].iloc[0]
         else: raise MCalError(f'unknown rule {rule!r}: youden or sensitivity')
         return cls(float(t), rule if rule == 'youden' else f'sensitivity ≥ {target_sensitivity}', len(np.asarray(valid_labels)))
@@ -153,14 +168,17 @@ def cross_fitted_thresholds(labels,                 # truth (benign/malignant or
                             target_sensitivity=None # for rule='sensitivity'
                            ) -> np.ndarray:
     "Each case's threshold, an `OperatingPoint` fitted on the other folds' cases only."
-    y = as_binary(labels); scores = as_scores(scores, len(y)); folds = pd.Series(np.asarray(folds, dtype=object))
+    y = as_binary(labels)
+    scores = as_scores(scores, len(y))
+    folds = pd.Series(np.asarray(folds, dtype=object))
     if len(folds) != len(y): raise MCalError(f'{len(y)} labels but {len(folds)} folds')
     if folds.isna().any(): raise MCalError(f'{int(folds.isna().sum())} case(s) have no fold')
     if folds.nunique() < 2: raise MCalError(f'cross-fitted thresholds need two folds or more, got {folds.nunique()}')
     thresholds = np.full(len(y), np.nan)
     for fold in folds.unique():
         own, others = (folds == fold).to_numpy(), (folds != fold).to_numpy()
-        if len(set(y[others])) < 2: raise MCalError(f'the folds other than {fold!r} hold one class only: no threshold can be fitted for {fold!r}')
+        if len(set(y[others])) < 2:
+            raise MCalError(f'the folds other than {fold!r} hold one class only: no threshold can be fitted for {fold!r}')
         thresholds[own] = OperatingPoint.fit(y[others], scores[others], rule, target_sensitivity).threshold
     return thresholds
 
@@ -170,41 +188,54 @@ def patient_bootstrap(stat,              # called as stat(labels, *score_arrays)
                       patient_ids=None,  # None: each case is its own patient
                       n_boot=2000, seed=0, level=0.95) -> pd.DataFrame:
     "Percentile bootstrap CIs of `stat`, resampling patients; one row per statistic."
-    y = as_binary(labels); scores = [np.asarray(s) for s in scores]
+    y = as_binary(labels)
+    scores = [np.asarray(s) for s in scores]
     pids = np.asarray(patient_ids if patient_ids is not None else np.arange(len(y)))
     if pids.shape != y.shape: raise MCalError(f'{len(y)} labels but {pids.size} patient_ids')
     if y.min() == y.max(): raise MCalError(f'only one class present (n={len(y)}): every resample would lack a class')
-    if not isinstance(n_boot, (int, np.integer)) or n_boot < 1: raise MCalError(f'n_boot must be a positive number of resamples, not {n_boot!r}')
+    if not isinstance(n_boot, (int, np.integer)) or n_boot < 1:
+        raise MCalError(f'n_boot must be a positive number of resamples, not {n_boot!r}')
     _z(level)
     groups = pd.Series(np.arange(len(y))).groupby(pids).apply(np.array).tolist()
     rng, draws, redrawn = np.random.default_rng(seed), [], 0
-    point = stat(y, *scores); point = point if isinstance(point, dict) else {'value': point}
+    point = stat(y, *scores)
+    point = point if isinstance(point, dict) else {'value': point}
     while len(draws) < n_boot:
         idx = np.concatenate([groups[i] for i in rng.integers(0, len(groups), len(groups))])
-        if y[idx].min() == y[idx].max(): redrawn += 1; continue
-        v = stat(y[idx], *[s[idx] for s in scores]); draws.append(v if isinstance(v, dict) else {'value': v})
+        if y[idx].min() == y[idx].max():
+            redrawn += 1
+            continue
+        v = stat(y[idx], *[s[idx] for s in scores])
+        draws.append(v if isinstance(v, dict) else {'value': v})
     d = pd.DataFrame(draws)
     a = (1 - level) / 2
-    return pd.DataFrame(dict(estimate=pd.Series(point), low=d.quantile(a), high=d.quantile(1 - a), n_boot=n_boot, redrawn=redrawn))
+    return pd.DataFrame(dict(estimate=pd.Series(point), low=d.quantile(a), high=d.quantile(1 - a), n_boot=n_boot,
+                             redrawn=redrawn))
 
 # %% ../nbs/10_metrics.ipynb #c033
 def brier(labels, probs) -> float:
     "Mean squared error of predicted probabilities."
-    y, p = _check(labels, probs); return float(np.mean((p - y) ** 2))
+    y, p = _check(labels, probs)
+    return float(np.mean((p - y) ** 2))
 
+# %% ../nbs/10_metrics.ipynb #c033a
 def reliability(labels, probs, n_bins=10) -> pd.DataFrame:
     "Equal-width reliability bins: mean predicted probability, observed malignant rate, n."
-    if not isinstance(n_bins, (int, np.integer)) or n_bins < 1: raise MCalError(f'n_bins must be a positive integer, not {n_bins!r}')
+    if not isinstance(n_bins, (int, np.integer)) or n_bins < 1:
+        raise MCalError(f'n_bins must be a positive integer, not {n_bins!r}')
     y, p = _check(labels, probs)
     b = np.clip((p * n_bins).astype(int), 0, n_bins - 1)
-    df = pd.DataFrame(dict(bin=b, p=p, y=y)).groupby('bin').agg(mean_predicted=('p', 'mean'), observed=('y', 'mean'), n=('y', 'size'))
+    df = (pd.DataFrame(dict(bin=b, p=p, y=y)).groupby('bin')
+          .agg(mean_predicted=('p', 'mean'), observed=('y', 'mean'), n=('y', 'size')))
     return df.reset_index()
 
+# %% ../nbs/10_metrics.ipynb #c033b
 def expected_calibration_error(labels, probs, n_bins=10) -> float:
     "ECE: Σ (n_bin / N) |observed − predicted|."
     r = reliability(labels, probs, n_bins)
     return float((r.n / r.n.sum() * (r.observed - r.mean_predicted).abs()).sum())
 
+# %% ../nbs/10_metrics.ipynb #c033c
 def fit_recalibration(valid_labels, valid_probs, method='platt'):
     "A function mapping probabilities to recalibrated ones, fitted on validation data ('platt' or 'isotonic')."
     y, p = _check(valid_labels, valid_probs)
@@ -224,7 +255,8 @@ def wilson_ci(k:int, n:int, level=0.95) -> tuple[float, float]:
     "Wilson score interval of the proportion k/n (scipy); (nan, nan) when n = 0."
     from scipy.stats import binomtest
     if n == 0: return (np.nan, np.nan)
-    ci = binomtest(int(k), int(n)).proportion_ci(confidence_level=level, method='wilson'); return (ci.low, ci.high)
+    ci = binomtest(int(k), int(n)).proportion_ci(confidence_level=level, method='wilson')
+    return (ci.low, ci.high)
 
 # %% ../nbs/10_metrics.ipynb #c038d
 def learning_verdict(labels, scores,
@@ -232,7 +264,9 @@ def learning_verdict(labels, scores,
                      min_per_class=10,    # fewer cases of a class: too few to tell
                      level=0.95) -> str:
     "Whether `scores` learnt: AUC with its DeLong CI and N against chance (0.5), or why it cannot be told, in one sentence."
-    y = as_binary(labels); n_pos = int(y.sum()); n = len(y)
+    y = as_binary(labels)
+    n_pos = int(y.sum())
+    n = len(y)
     if min(n_pos, n - n_pos) < min_per_class:
         return (f'{what}: cannot tell: N = {n} ({n_pos} positive, {n - n_pos} negative), fewer than {min_per_class} of a class '
                 'is too few for an AUC to mean anything')

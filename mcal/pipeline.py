@@ -25,10 +25,10 @@ from .gradcam import write_cams
 from .radiomics import forest_scores
 from .synth import default_study
 from .ingest import study_csv, Ingested, ingest
-from .intermediate import load_intermediate, _stage1_task, _stage1_loaders
+from .intermediate import load_intermediate, stage1_task, stage1_loaders
 
 # %% auto #0
-__all__ = ['SPLITS', 'StudyRun', 'check_split', 'check_study_options', 'run_study']
+__all__ = ['SPLITS', 'StudyRun', 'reader_column', 'check_split', 'check_study_options', 'run_study']
 
 # %% ../nbs/13_pipeline.ipynb #c009
 @dataclass
@@ -59,9 +59,14 @@ class StudyRun:
         "The rows the results table is on: the held-out test ROIs (paper split), or every ROI out of fold (CV split)."
         return self.oof if self.request.get('split') == 'cv' else self.test
 
+# %% ../nbs/13_pipeline.ipynb #c009c
+def reader_column(table:pd.DataFrame) -> pd.Series|None:
+    "The reader's BI-RADS column when the table has one with any value, else None."
+    return table['birads'] if 'birads' in table and table['birads'].notna().any() else None
+
 # %% ../nbs/13_pipeline.ipynb #c010
 def _drop_stale_members(folder:Path, members:list):
-    "Remove the saved files of earlier members, finished or not, that the current ensemble does not use (and their folders, once empty)."
+    "Remove the saved files of earlier members (finished or not) that the ensemble does not use, and their emptied folders."
     for f in [p for p in folder.iterdir() if p.is_dir()]:
         if f in members: continue
         for name in MODEL_FILES: (f / name).unlink(missing_ok=True)
@@ -75,10 +80,11 @@ def check_split(split,          # 'paper' (a held-out test set) or 'cv' (every R
                 intermediate,   # the named intermediate set or stage-1 model; None: the study's own whole images
                 train=True):    # False: nothing will be trained, any split goes
     "Refuse an unknown split, and a CV split whose stage 1 would learn from the study's own (evaluated) patients."
-    if split not in SPLITS: raise MCalError(f"split {split!r}: 'paper' (a held-out 24 % test set) or 'cv' (every ROI evaluated out of fold)")
+    if split not in SPLITS:
+        raise MCalError(f"split {split!r}: 'paper' (a held-out 24 % test set) or 'cv' (every ROI evaluated out of fold)")
     if split == 'cv' and intermediate is None and train:
-        raise MCalError("split 'cv' evaluates every patient out of fold, so stage 1 cannot learn from the study's own whole images: "
-                        'name an intermediate set of other patients or a stage-1 model folder (--intermediate)')
+        raise MCalError("split 'cv' evaluates every patient out of fold, so stage 1 cannot learn from the study's own "
+                        'whole images: name an intermediate set of other patients or a stage-1 model folder (--intermediate)')
 
 # %% ../nbs/13_pipeline.ipynb #c019b
 def check_study_options(field_of_view_mm, size, epochs, frozen_epochs, stage1_epochs, n_splits, lr, bs, seed):
@@ -91,6 +97,129 @@ def check_study_options(field_of_view_mm, size, epochs, frozen_epochs, stage1_ep
     check_option('folds', n_splits, 2, integer=True)
     check_option('lr', lr, 0, low_open=True)
     check_option('bs', bs, 1, integer=True)
+
+# %% ../nbs/13_pipeline.ipynb #c019e
+def _split_rois(patches:pd.DataFrame, split, seed) -> tuple[pd.DataFrame, pd.DataFrame]:
+    "The training and test ROIs: the paper's patient-grouped 24 % test set, or (a CV split) all ROIs training, none tested."
+    check_one_intent(patches)
+    sets = paper_split(patches, seed=seed) if split == 'paper' else pd.Series('train', patches.index)
+    return tuple(patches[sets == s].reset_index(drop=True) for s in ('train', 'test'))
+
+# %% ../nbs/13_pipeline.ipynb #c019f
+def _stage1_source(run:StudyRun, train_rois, evaluated_patients, intermediate, intermediate_spacing_mm,
+                   backbone, bs, seed, device, progress):
+    "Stage 1's data loaders (None for a stage-1 model folder); what stage 1 learns from, and what it skipped, into `run`."
+    cache, size = run.out / 'cache', run.request['size']
+    if intermediate is None:
+        dls, inter = main_first(stage1_task, run.ingested.patches, train_rois.patient_id, cache, size, bs, seed, backbone,
+                                device)
+        run.stage1_data = (f"the study's own whole images: {len(inter)} of {inter.patient_id.nunique()} training patients, "
+                           'cancer vs no cancer')
+        return dls
+    src = main_first(load_intermediate, intermediate, cache, run.request['field_of_view_mm'], size, evaluated_patients,
+                     intermediate_spacing_mm, progress)
+    run.stage1_skipped = src.skipped
+    if progress and src.skipped is not None and len(src.skipped):
+        print(f'intermediate set: {len(src.skipped)} rows skipped (listed in the report)')
+    dls = None if src.kind == 'model' else stage1_loaders(src.patches, src.classes, bs, seed, backbone, device)
+    run.stage1_data = src.description
+    return dls
+
+# %% ../nbs/13_pipeline.ipynb #c019g
+def _train_stage2(run:StudyRun, train_rois, test_rois, epochs, frozen_epochs, n_splits, lr, bs, seed, device,
+                  progress) -> dict:
+    "The stage-2 ensemble from the stage-1 body, a member per patient-grouped fold; earlier members it does not use removed."
+    t1, members = time.time(), run.out / 'models' / 'members'
+    res = cross_validate(train_rois, members, n_splits=n_splits, test=test_rois if len(test_rois) else None,
+                         stage1=run.stage1, epochs=epochs, frozen_epochs=frozen_epochs, lr=lr, bs=bs, seed=seed,
+                         progress=progress, on_mismatch='retrain', field_of_view_mm=run.request['field_of_view_mm'],
+                         device=device)
+    if main_process(): _drop_stale_members(members, res['members'])
+    if progress:
+        print(f'stage 2: {len(res["members"])} members on {len(train_rois)} training ROIs, {time.time() - t1:.0f} s')
+    return res
+
+# %% ../nbs/13_pipeline.ipynb #c019h
+def _record_predictions(run:StudyRun, res:dict):
+    "The members, out-of-fold AUC, threshold (fitted out of fold) and predictions table of a cross-validation, into `run`."
+    oof = res['oof']
+    held_out = [] if res['test'] is None else [res['test'].assign(set='test')]
+    preds = pd.concat([oof.assign(set='cv')] + held_out, ignore_index=True)
+    run.members, run.cv_auc = res['members'], auc_ci(oof.label, oof.prob)
+    run.threshold = OperatingPoint.fit(oof.label, oof.prob)   # chosen on out-of-fold data, never on the test set
+    patch_paths = run.ingested.patches[['roi_id', 'patch_path']]
+    run.predictions = preds.merge(patch_paths, on='roi_id', how='left').assign(threshold=run.threshold.threshold)
+
+# %% ../nbs/13_pipeline.ipynb #c019i
+def _write_study_cams(run:StudyRun, ev:pd.DataFrame, split):
+    "Grad-CAM overlays of the evaluated ROIs (rank 0 alone): by the ensemble, or (CV) by the member that held each out."
+    if not main_process(): return
+    if split == 'paper':
+        write_cams(run.members, ev, run.out / 'gradcam')
+        return
+    for member, rows in ev.groupby('held_out_by'):            # each ROI explained by the member that never trained on it
+        write_cams([run.out / 'models' / 'members' / member], rows, run.out / 'gradcam')
+
+# %% ../nbs/13_pipeline.ipynb #c019j
+def _forest_baseline(run:StudyRun, ev:pd.DataFrame, split) -> tuple[np.ndarray|None, str]:
+    "The model-free top-hat forest on the ROIs the ensemble is evaluated on, fitted as the ensemble was; else None and why."
+    folds = ev.get('held_out_by') if split == 'cv' else None
+    if split == 'cv' and (folds is None or folds.isna().any()):
+        return None, 'the ensemble has no single member per held-out ROI'
+    mm_per_pixel = run.request['field_of_view_mm'] / run.request['size']
+    try: return forest_scores(run.oof, ev, mm_per_pixel, folds=folds, seed=run.request.get('seed', 0)), ''
+    except MCalError as e: return None, str(e)
+
+# %% ../nbs/13_pipeline.ipynb #c019k
+def _evaluate_study(run:StudyRun, res:dict, split, cams):
+    "The predictions table with each row's threshold, the paper's table on the evaluated ROIs, and their Grad-CAM overlays."
+    _record_predictions(run, res)
+    ev = run.evaluated
+    if split == 'paper': threshold = run.threshold
+    else:                                       # CV: each fold's threshold fitted on the other folds, kept with the rows
+        threshold = cross_fitted_thresholds(ev.label, ev.prob, ev.held_out_by)
+        run.predictions['threshold'] = threshold
+    run.results = results_table(ev.label, ev.prob, reader_column(ev), patient_ids=ev.patient_id, threshold=threshold,
+                                n_boot=500)
+    run.baseline, run.baseline_note = _forest_baseline(run, ev, split)
+    if cams: _write_study_cams(run, ev, split)
+    distrib_barrier()
+
+# %% ../nbs/13_pipeline.ipynb #c020b
+def _train_study(run:StudyRun, backbone, weights, epochs, frozen_epochs, stage1_epochs, intermediate,
+                 intermediate_spacing_mm, n_splits, split, lr, bs, seed, device, cams, progress):
+    "`run_study`'s training: split, stage 1, the stage-2 ensemble, the results table and the CAMs, into `run`."
+    if main_process():                                    # the earlier ensemble's threshold: never paired with new members
+        (run.out / 'models' / 'threshold.json').unlink(missing_ok=True)
+    train_rois, test_rois = _split_rois(run.ingested.patches, split, seed)
+    evaluated_patients = (test_rois if split == 'paper' else train_rois).patient_id   # stage 1 must not see them
+    t1 = time.time()
+    dls = _stage1_source(run, train_rois, evaluated_patients, intermediate, intermediate_spacing_mm, backbone, bs, seed,
+                         device, progress)
+    run.stage1 = Path(intermediate) if dls is None else stage1(
+        dls, run.out / 'models' / 'stage1', backbone, weights, epochs=stage1_epochs, lr=2 * lr, frozen_epochs=1,
+        seed=seed, quiet=not progress, on_mismatch='retrain', field_of_view_mm=run.request['field_of_view_mm'],
+        data=run.stage1_data)
+    if progress: print(f'stage 1: {backbone} ({weights}) → {run.stage1_data}, {time.time() - t1:.0f} s')
+    res = _train_stage2(run, train_rois, test_rois, epochs, frozen_epochs, n_splits, lr, bs, seed, device, progress)
+    _evaluate_study(run, res, split, cams)
+
+# %% ../nbs/13_pipeline.ipynb #c020c
+def _ingest_study(out:Path, data:Path, request:dict, device, progress) -> StudyRun:
+    "A `StudyRun` of the study's patches, cut into `out`/cache by rank 0 (under torchrun, the other processes read them)."
+    out.mkdir(parents=True, exist_ok=True)
+    init_distributed(resolve_device(device))            # under torchrun: join the processes before any file is cut
+    ing = main_first(ingest, data, out / 'cache', request['field_of_view_mm'], request['size'], progress=progress)
+    return StudyRun(out, data, request, ing)
+
+# %% ../nbs/13_pipeline.ipynb #c020d
+def _check_trainable(run:StudyRun):
+    "Refuse a study with no usable ROI to train on, naming the first skipped row."
+    ing = run.ingested
+    if len(ing.patches): return
+    why = f', e.g. {ing.skipped.item.iloc[0]}: {ing.skipped.reason.iloc[0]}' if len(ing.skipped) else ''
+    raise AnnotationError(f'{run.data}: no usable ROI to train on '
+                          f'({len(ing.skipped)} of {len(ing.table)} rows skipped{why})')
 
 # %% ../nbs/13_pipeline.ipynb #c020
 def run_study(data=None,                  # study folder with labels.csv, or the CSV (default: data_samples/)
@@ -120,80 +249,15 @@ def run_study(data=None,                  # study folder with labels.csv, or the
     out = check_output(out, 'train', inputs=[given, intermediate])      # never a user's folder, nor an input (file or folder)
     request = dict(data=str(data), field_of_view_mm=field_of_view_mm, size=size, backbone=get_backbone(backbone).name,
                    weights=str(weights), epochs=epochs, frozen_epochs=frozen_epochs, stage1_epochs=stage1_epochs,
-                   n_splits=n_splits, split=split, lr=lr, bs=bs, seed=seed, intermediate=None if intermediate is None else str(intermediate))
+                   n_splits=n_splits, split=split, lr=lr, bs=bs, seed=seed,
+                   intermediate=None if intermediate is None else str(intermediate))
     progress = progress and main_process()                    # under torchrun, rank 0 alone reports
     resolve_device(device)                                   # a GPU asked for but absent fails now, not after ingest
     with OutputFolder(out, 'train', [given, intermediate]) if main_process() else nullcontext():
-        out.mkdir(parents=True, exist_ok=True)
-        init_distributed(resolve_device(device))            # under torchrun: join the processes before any file is cut
-        ing = main_first(ingest, data, out / 'cache', field_of_view_mm, size, progress=progress)   # rank 0 cuts, the others read
-        run = StudyRun(out, data, request, ing)
-        if train and not len(ing.patches):
-            why = f', e.g. {ing.skipped.item.iloc[0]}: {ing.skipped.reason.iloc[0]}' if len(ing.skipped) else ''
-            raise AnnotationError(f'{data}: no usable ROI to train on ({len(ing.skipped)} of {len(ing.table)} rows skipped{why})')
-        if train: _train_study(run, backbone, weights, epochs, frozen_epochs, stage1_epochs, intermediate, intermediate_spacing_mm,
-                     n_splits, split, lr, bs, seed, device, cams, progress)
+        run = _ingest_study(out, data, request, device, progress)
+        if train:
+            _check_trainable(run)
+            _train_study(run, backbone, weights, epochs, frozen_epochs, stage1_epochs, intermediate,
+                         intermediate_spacing_mm, n_splits, split, lr, bs, seed, device, cams, progress)
     run.seconds = time.time() - t0
     return run
-
-# %% ../nbs/13_pipeline.ipynb #c020b
-def _train_study(run:StudyRun, backbone, weights, epochs, frozen_epochs, stage1_epochs, intermediate, intermediate_spacing_mm,
-                 n_splits, split, lr, bs, seed, device, cams, progress):
-    "`run_study`'s training: split, stage 1, the stage-2 ensemble, the results table and the CAMs, into `run`."
-    out, ing, say = run.out, run.ingested, print if progress else (lambda *a, **k: None)
-    field_of_view_mm, size = run.request['field_of_view_mm'], run.request['size']
-    if main_process(): (out / 'models' / 'threshold.json').unlink(missing_ok=True)   # the earlier ensemble's: never paired with new members
-    check_one_intent(ing.patches)
-    sets = paper_split(ing.patches, seed=seed) if split == 'paper' else pd.Series('train', ing.patches.index)
-    train_rois, test_rois = (ing.patches[sets == s].reset_index(drop=True) for s in ('train', 'test'))
-    evaluated_patients = (test_rois if split == 'paper' else train_rois).patient_id   # stage 1 must not see them
-    t1 = time.time()
-    if intermediate is None:
-        dls, inter = main_first(_stage1_task, ing.patches, train_rois.patient_id, out / 'cache', size, bs, seed, backbone, device)
-        run.stage1_data = f'the study\'s own whole images: {len(inter)} of {inter.patient_id.nunique()} training patients, cancer vs no cancer'
-    else:
-        src = main_first(load_intermediate, intermediate, out / 'cache', field_of_view_mm, size, evaluated_patients, intermediate_spacing_mm, progress)
-        run.stage1_skipped = src.skipped
-        if src.skipped is not None and len(src.skipped): say(f'intermediate set: {len(src.skipped)} rows skipped (listed in the report)')
-        dls, run.stage1_data = (None if src.kind == 'model' else _stage1_loaders(src.patches, src.classes, bs, seed, backbone, device)), src.description
-    if dls is None: run.stage1 = Path(intermediate)
-    else: run.stage1 = stage1(dls, out / 'models' / 'stage1', backbone, weights, epochs=stage1_epochs, lr=2 * lr, frozen_epochs=1,
-                              seed=seed, quiet=not progress, on_mismatch='retrain', field_of_view_mm=field_of_view_mm, data=run.stage1_data)
-    say(f'stage 1: {backbone} ({weights}) → {run.stage1_data}, {time.time() - t1:.0f} s')
-    t1 = time.time()
-    res = cross_validate(train_rois, out / 'models' / 'members', n_splits=n_splits, test=test_rois if len(test_rois) else None, stage1=run.stage1,
-                         epochs=epochs, frozen_epochs=frozen_epochs, lr=lr, bs=bs, seed=seed, progress=progress, on_mismatch='retrain',
-                         field_of_view_mm=field_of_view_mm, device=device)
-    if main_process(): _drop_stale_members(out / 'models' / 'members', res['members'])
-    say(f'stage 2: {len(res["members"])} members on {len(train_rois)} training ROIs, {time.time() - t1:.0f} s')
-    _evaluate_study(run, res, split, cams)
-
-def _evaluate_study(run:StudyRun, res:dict, split, cams):
-    "The predictions table with each row's threshold, the paper's table on the evaluated ROIs, and their Grad-CAM overlays."
-    preds = pd.concat([res['oof'].assign(set='cv')] + ([] if res['test'] is None else [res['test'].assign(set='test')]), ignore_index=True)
-    run.members, run.cv_auc = res['members'], auc_ci(res['oof'].label, res['oof'].prob)
-    run.threshold = OperatingPoint.fit(res['oof'].label, res['oof'].prob)   # chosen on out-of-fold data, never on the test set
-    run.predictions = preds.merge(run.ingested.patches[['roi_id', 'patch_path']], on='roi_id', how='left').assign(threshold=run.threshold.threshold)
-    ev = run.evaluated
-    if split == 'paper': threshold = run.threshold
-    else:                                                     # CV: each fold's threshold fitted on the other folds, kept with the rows
-        threshold = cross_fitted_thresholds(ev.label, ev.prob, ev.held_out_by)
-        run.predictions['threshold'] = threshold
-    run.results = results_table(ev.label, ev.prob, _reader(ev), patient_ids=ev.patient_id, threshold=threshold, n_boot=500)
-    run.baseline, run.baseline_note = _forest_baseline(run, ev, split)
-    if main_process() and cams and split == 'paper': write_cams(run.members, ev, run.out / 'gradcam')   # rank 0 alone writes
-    elif main_process() and cams:                                           # each ROI explained by the member that never trained on it
-        for member, rows in ev.groupby('held_out_by'): write_cams([run.out / 'models' / 'members' / member], rows, run.out / 'gradcam')
-    distrib_barrier()
-
-def _forest_baseline(run:StudyRun, ev:pd.DataFrame, split) -> tuple[np.ndarray|None, str]:
-    "The model-free top-hat forest on the ROIs the ensemble is evaluated on, fitted as the ensemble was; else None and why."
-    folds = ev.get('held_out_by') if split == 'cv' else None
-    if split == 'cv' and (folds is None or folds.isna().any()): return None, 'the ensemble has no single member per held-out ROI'
-    mm_per_pixel = run.request['field_of_view_mm'] / run.request['size']
-    try: return forest_scores(run.oof, ev, mm_per_pixel, folds=folds, seed=run.request.get('seed', 0)), ''
-    except MCalError as e: return None, str(e)
-
-def _reader(table:pd.DataFrame):
-    "The reader's BI-RADS column when the table has one with any value, else None."
-    return table['birads'] if 'birads' in table and table['birads'].notna().any() else None

@@ -17,10 +17,10 @@ from .clinical import results_table
 from .figures import roc_figure
 from .gradcam import write_cams
 from .ingest import Ingested, ingest
-from .pipeline import _reader
+from .pipeline import reader_column
 
 # %% auto #0
-__all__ = ['Predictions', 'predict_rois', 'write_predictions_report']
+__all__ = ['Predictions', 'write_predictions_report', 'predict_rois']
 
 # %% ../nbs/13b_predict.ipynb #c032
 @dataclass
@@ -36,6 +36,7 @@ class Predictions:
     threshold_source: str
     seconds: float = 0.0
 
+# %% ../nbs/13b_predict.ipynb #c032c
 def _check_intent(cfg:dict, patches:pd.DataFrame, model:Path):
     "Refuse input whose DICOM presentation intent differs from the images the model was trained on."
     check_one_intent(patches)
@@ -43,13 +44,78 @@ def _check_intent(cfg:dict, patches:pd.DataFrame, model:Path):
     given = set(patches.presentation_intent.dropna()) - {''} if 'presentation_intent' in patches else set()
     if trained and given and given != {trained}:
         raise AnnotationError(f'{model} was trained on {trained} images, the input holds {sorted(given)}: '
-                              'raw FOR PROCESSING and processed FOR PRESENTATION mammograms look nothing alike; use the kind the model knows')
+                              'raw FOR PROCESSING and processed FOR PRESENTATION mammograms look nothing alike; '
+                              'use the kind the model knows')
 
+# %% ../nbs/13b_predict.ipynb #c032e
 def _threshold_of(model:Path) -> tuple[float|None, str]:
     "The threshold fitted when the ensemble was trained (None if none lies beside the model), and where it came from."
-    for f in (model / 'models' / 'threshold.json', model / 'threshold.json', model.parent / 'threshold.json', model.parent.parent / 'threshold.json'):
+    for folder in (model / 'models', model, model.parent, model.parent.parent):
+        f = folder / 'threshold.json'
         if f.exists(): return float(json.loads(f.read_text())['threshold']), f'fitted when the ensemble was trained ({f})'
     return None, 'default 0.5 (no fitted threshold found next to the model)'
+
+# %% ../nbs/13b_predict.ipynb #c034b
+def _head_html(pred:Predictions) -> list:
+    "The report's head: the model, its field of view and threshold, and how many ROIs were predicted and skipped."
+    cfg, ing = pred.config, pred.ingested
+    return [f'<h1>mcal predictions</h1><p>model: {pred.model} ({len(pred.members)} member(s), {cfg["backbone"]}, '
+            f'{cfg["field_of_view_mm"]} mm → {cfg["patch_size"]} px); '
+            f'threshold {pred.threshold:.3f}: {pred.threshold_source}</p>',
+            f'<p>ROIs: {len(ing.table)}; predicted: {len(pred.predictions)}; skipped: {len(ing.skipped)}; '
+            f'time {pred.seconds:.1f} s</p>']
+
+# %% ../nbs/13b_predict.ipynb #c034c
+def _labelled_html(pred:Predictions, y:pd.Series) -> list:
+    "The ROC (AUC with its DeLong CI) and the paper's table, for predictions whose labels hold both classes."
+    p, reader = pred.predictions, reader_column(pred.predictions)
+    a, lo, hi = auc_ci(y, p.prob)
+    no_reader = '' if reader is not None else '; no reader BI-RADS column, so no reader comparison'
+    return [f'<h2>ROC</h2><p>AUC {a:.3f} [{lo:.3f}, {hi:.3f}] (DeLong 95 % CI), N = {len(y)}, '
+            f'{int((y == "malignant").sum())} malignant{no_reader}</p>',
+            roc_figure(y, p.prob, reader, threshold=pred.threshold).to_html(full_html=False, include_plotlyjs=True),
+            results_table(y, p.prob, reader, patient_ids=p.patient_id, threshold=pred.threshold, n_boot=500).to_html()]
+
+# %% ../nbs/13b_predict.ipynb #c034
+def write_predictions_report(pred:Predictions, folder=None) -> Path:
+    "Write predictions.csv, skipped.csv and report.html (ROC and the paper's table when labels are given) into `folder`."
+    folder, p, ing = Path(folder or pred.out), pred.predictions, pred.ingested
+    atomic_write(folder / 'predictions.csv', lambda f: p.to_csv(f, index=False))
+    atomic_write(folder / 'skipped.csv', lambda f: ing.skipped.to_csv(f, index=False))
+    html = _head_html(pred)
+    y = p.label if 'label' in p and len(p) else pd.Series(dtype=object)
+    if len(y) and y.notna().all() and 0 < (y == 'malignant').sum() < len(y): html += _labelled_html(pred, y)
+    elif len(y): html.append('<p>No ROC: the input has no labels for both classes (predictions only).</p>')
+    if len(ing.skipped): html += ['<h2>Skipped</h2>', ing.skipped.to_html(index=False)]
+    html += ['<h2>Predictions</h2>', p.to_html(index=False, float_format=lambda v: f'{v:.3f}')]
+    atomic_write(folder / 'report.html', '<html><head><meta charset="utf-8"><title>mcal predictions</title></head><body>'
+                 + '\n'.join(html) + '</body></html>')
+    return folder / 'report.html'
+
+# %% ../nbs/13b_predict.ipynb #c033b
+def _predict_in(work:Path, out:Path, model:Path, members:list, cfg:dict, data, tta, cams, method, engine, progress,
+                t0:float) -> Predictions:
+    "Cut the ROIs into `work`, apply the ensemble, write the CAMs and the report there; the `Predictions` (for `out`)."
+    ing = ingest(data, work / 'cache', cfg['field_of_view_mm'], cfg['patch_size'], require_labels=False, progress=progress)
+    _check_intent(cfg, ing.patches, model)
+    nothing = pd.DataFrame(columns=['roi_id', 'prob'])
+    preds = ensemble_predictions(members, ing.patches, tta=tta, engine=engine) if len(ing.patches) else nothing
+    if cams and len(ing.patches):
+        write_cams(members, ing.patches.merge(preds[['roi_id', 'prob']], on='roi_id'), work / 'gradcam', method, progress)
+    fitted, source = _threshold_of(model)                         # the column only for a threshold really fitted
+    result = Predictions(out, model, members, cfg, ing, preds if fitted is None else preds.assign(threshold=fitted),
+                         0.5 if fitted is None else fitted, source, time.time() - t0)
+    write_predictions_report(result, work)
+    return result
+
+# %% ../nbs/13b_predict.ipynb #c033c
+def _move_into(work:Path, out:Path):
+    "Move the files of `work` into `out`, each by one rename; the patches, cut for this run only, are dropped."
+    shutil.rmtree(work / 'cache')
+    for f in sorted(p for p in work.rglob('*') if p.is_file()):
+        dest = out / f.relative_to(work)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        f.replace(dest)
 
 # %% ../nbs/13b_predict.ipynb #c033
 def predict_rois(model,                 # saved model folder, folder of members, or report folder
@@ -62,45 +128,13 @@ def predict_rois(model,                 # saved model folder, folder of members,
                  progress=True) -> Predictions:
     "Apply a saved ensemble to a study's ROIs: predictions.csv (with the threshold), gradcam/, report.html, skipped.csv in `out`."
     t0 = time.time()
-    model = Path(model); members = model_members(model); cfg = read_config(members[0])
+    model = Path(model)
+    members = model_members(model)
+    cfg = read_config(members[0])
     with OutputFolder(out, 'predict', inputs=[model, data]) as out:
-        work = Path(tempfile.mkdtemp(prefix='.mcal-work-', dir=out))      # hidden: the earlier predictions stay whole until this run succeeds
+        work = Path(tempfile.mkdtemp(prefix='.mcal-work-', dir=out))   # hidden: earlier predictions stay whole till now
         try:
-            ing = ingest(data, work / 'cache', cfg['field_of_view_mm'], cfg['patch_size'], require_labels=False, progress=progress)
-            _check_intent(cfg, ing.patches, model)
-            preds = ensemble_predictions(members, ing.patches, tta=tta, engine=engine) if len(ing.patches) else pd.DataFrame(columns=['roi_id', 'prob'])
-            if cams and len(ing.patches): write_cams(members, ing.patches.merge(preds[['roi_id', 'prob']], on='roi_id'), work / 'gradcam', method, progress)
-            fitted, source = _threshold_of(model)                         # the column only for a threshold really fitted
-            result = Predictions(out, model, members, cfg, ing, preds if fitted is None else preds.assign(threshold=fitted),
-                                 0.5 if fitted is None else fitted, source, time.time() - t0)
-            write_predictions_report(result, work)
-            shutil.rmtree(work / 'cache')                                 # the patches were cut for this run only
-            for f in sorted(p for p in work.rglob('*') if p.is_file()):   # into place, each file by one rename
-                (out / f.relative_to(work)).parent.mkdir(parents=True, exist_ok=True); f.replace(out / f.relative_to(work))
+            result = _predict_in(work, out, model, members, cfg, data, tta, cams, method, engine, progress, t0)
+            _move_into(work, out)
         finally: shutil.rmtree(work, ignore_errors=True)
     return result
-
-# %% ../nbs/13b_predict.ipynb #c034
-def write_predictions_report(pred:Predictions, folder=None) -> Path:
-    "Write predictions.csv, skipped.csv and report.html (ROC and the paper's table when labels are given) into `folder`."
-    folder = Path(folder or pred.out); p, ing = pred.predictions, pred.ingested
-    atomic_write(folder / 'predictions.csv', lambda f: p.to_csv(f, index=False))
-    atomic_write(folder / 'skipped.csv', lambda f: ing.skipped.to_csv(f, index=False))
-    cfg = pred.config
-    html = [f'<h1>mcal predictions</h1><p>model: {pred.model} ({len(pred.members)} member(s), {cfg["backbone"]}, '
-            f'{cfg["field_of_view_mm"]} mm → {cfg["patch_size"]} px); threshold {pred.threshold:.3f}: {pred.threshold_source}</p>',
-            f'<p>ROIs: {len(ing.table)}; predicted: {len(p)}; skipped: {len(ing.skipped)}; time {pred.seconds:.1f} s</p>']
-    y = p.label if 'label' in p and len(p) else pd.Series(dtype=object)
-    labelled = len(y) and y.notna().all() and 0 < (y == 'malignant').sum() < len(y)
-    if labelled:
-        a, lo, hi = auc_ci(y, p.prob)
-        html.append(f'<h2>ROC</h2><p>AUC {a:.3f} [{lo:.3f}, {hi:.3f}] (DeLong 95 % CI), N = {len(y)}, {int((y == "malignant").sum())} malignant'
-                    + ('' if _reader(p) is not None else '; no reader BI-RADS column, so no reader comparison') + '</p>')
-        html.append(roc_figure(y, p.prob, _reader(p), threshold=pred.threshold).to_html(full_html=False, include_plotlyjs=True))
-        html.append(results_table(y, p.prob, _reader(p), patient_ids=p.patient_id, threshold=pred.threshold, n_boot=500).to_html())
-    elif len(y): html.append('<p>No ROC: the input has no labels for both classes (predictions only).</p>')
-    if len(ing.skipped): html += ['<h2>Skipped</h2>', ing.skipped.to_html(index=False)]
-    html += ['<h2>Predictions</h2>', p.to_html(index=False, float_format=lambda v: f'{v:.3f}')]
-    atomic_write(folder / 'report.html', '<html><head><meta charset="utf-8"><title>mcal predictions</title></head><body>'
-                 + '\n'.join(html) + '</body></html>')
-    return folder / 'report.html'

@@ -19,6 +19,7 @@ def spot_pixels(spot_mm:float, mm_per_pixel:float) -> int:
     "The top-hat's structuring element: `spot_mm` in pixels, odd, at least 3."
     return max(int(round(spot_mm / mm_per_pixel)) | 1, 3)
 
+# %% ../nbs/10a_radiomics.ipynb #r008a
 def tophat(patch:np.ndarray,        # grey patch in [0, 1]
            mm_per_pixel:float,      # the patch's sampling
            spot_mm=1.0              # bright detail up to this size is kept

@@ -13,83 +13,122 @@ from .datasets import usable
 from .data import load_patch
 from .metrics import auc_ci, delong_paired
 from .figures import roc_figure, roc_plot
-from .pipeline import StudyRun, _reader
+from .pipeline import StudyRun, reader_column
 
 # %% auto #0
-__all__ = ['write_study_report']
+__all__ = ['table_notes', 'write_study_report']
 
 # %% ../nbs/13a_report.ipynb #c028
 def _contact_sheet(patches:pd.DataFrame, path:Path, limit=64):
     "The first `limit` patches with outlines, ids and labels, as a PNG."
     rows = patches.head(limit)
     loaded = [load_patch(p) for p in rows.patch_path]
-    fig = show_patches([i for i, _ in loaded], [m for _, m in loaded], [f'{r}\n{l}' for r, l in zip(rows.roi_id, rows.label)],
+    titles = [f'{r}\n{l}' for r, l in zip(rows.roi_id, rows.label)]
+    fig = show_patches([i for i, _ in loaded], [m for _, m in loaded], titles,
                        colours=['firebrick' if l == 'malignant' else 'black' for l in rows.label])
     atomic_write(path, lambda p: fig.savefig(p, dpi=90))
 
-# %% ../nbs/13a_report.ipynb #c029
-def _table_notes(results:pd.DataFrame) -> list:
-    "What a reader of the results table must know: which cases each row is on."
+# %% ../nbs/13a_report.ipynb #c028b
+def table_notes(results:pd.DataFrame) -> list:
+    "What a reader of the results table must know: which cases each row is on (markdown lines; none when all rows agree)."
     missing = results.attrs.get('excluded_without_birads', 0)
     if not missing or 'reader (BI-RADS ≥ 4)' not in results.index: return []
     paired = results.attrs.get('model_auc_paired')
-    return [f'- the model\'s row is on every ROI; the reader\'s row and the paired DeLong test are on the {results.attrs["n_paired"]} ROIs '
-            f'with a usable BI-RADS ({missing} without one, or BI-RADS 0)'
-            + (f'; on those, the model\'s AUC is {paired:.3f}' if paired is not None else '; too few of them for a paired test')]
+    on_those = '; too few of them for a paired test' if paired is None else f"; on those, the model's AUC is {paired:.3f}"
+    return [f"- the model's row is on every ROI; the reader's row and the paired DeLong test are on the "
+            f"{results.attrs['n_paired']} ROIs with a usable BI-RADS ({missing} without one, or BI-RADS 0){on_those}"]
 
+# %% ../nbs/13a_report.ipynb #c028e
 def _baseline_lines(run:StudyRun) -> list:
     "The model-free baseline beside the ensemble, on the same ROIs, written to baseline.csv."
     if run.baseline is None: return [f'- model-free baseline (top-hat forest): not fitted ({run.baseline_note})']
     ev = run.evaluated
-    atomic_write(run.out / 'baseline.csv', lambda p: ev[['roi_id', 'patient_id', 'label']].assign(tophat_forest=run.baseline.round(5)).to_csv(p, index=False))
+    scores = ev[['roi_id', 'patient_id', 'label']].assign(tophat_forest=run.baseline.round(5))
+    atomic_write(run.out / 'baseline.csv', lambda p: scores.to_csv(p, index=False))
     (a, lo, hi), d = auc_ci(ev.label, run.baseline), delong_paired(ev.label, ev.prob, run.baseline)
-    return [f'- model-free baseline on the same ROIs (white top-hat spots → their morphology → a random forest, `mcal.radiomics`; '
-            f'`baseline.csv`): AUC {a:.3f} [{lo:.3f}, {hi:.3f}]; ensemble minus baseline {d["difference"]:+.3f} '
-            f'[{d["ci_low"]:.3f}, {d["ci_high"]:.3f}], paired DeLong p = {d["p"]:.3f}']
+    return [f'- model-free baseline on the same ROIs (white top-hat spots → their morphology → a random forest, '
+            f'`mcal.radiomics`; `baseline.csv`): AUC {a:.3f} [{lo:.3f}, {hi:.3f}]; ensemble minus baseline '
+            f'{d["difference"]:+.3f} [{d["ci_low"]:.3f}, {d["ci_high"]:.3f}], paired DeLong p = {d["p"]:.3f}']
 
+# %% ../nbs/13a_report.ipynb #c028f
+def _write_model_tables(run:StudyRun):
+    "predictions.csv, results.csv and models/threshold.json (the threshold `predict_rois` applies to new ROIs)."
+    atomic_write(run.out / 'predictions.csv', lambda p: run.predictions.to_csv(p, index=False))
+    atomic_write(run.out / 'results.csv', lambda p: run.results.rename_axis('who').to_csv(p))
+    fitted = dict(threshold=run.threshold.threshold, fitted_on='out-of-fold predictions', rule='Youden', n=len(run.oof))
+    atomic_write(run.out / 'models' / 'threshold.json', json.dumps(fitted))
+
+# %% ../nbs/13a_report.ipynb #c028g
+def _write_roc(run:StudyRun, cv:bool):
+    "roc.html and roc.png of the evaluated ROIs, the threshold marked only on a held-out test set."
+    ev = run.evaluated
+    what, marked = ('every ROI out of fold', None) if cv else ('held-out test ROIs', run.threshold)   # CV: no one threshold
+    roc = roc_figure(ev.label, ev.prob, reader_column(ev), threshold=marked, title=f'{what} (N={len(ev)})')
+    atomic_write(run.out / 'roc.html', lambda p: roc.write_html(p, include_plotlyjs=True))
+    fig = roc_plot(ev.label, ev.prob, reader_column(ev), threshold=marked, title=f'{what}, {len(run.members)} members')
+    atomic_write(run.out / 'roc.png', lambda p: fig.savefig(p, dpi=90))
+
+# %% ../nbs/13a_report.ipynb #c028h
+def _evaluated_line(run:StudyRun, cv:bool) -> str:
+    "Which ROIs the results table is on, and the threshold saved for new ROIs."
+    ev, saved = run.evaluated, run.threshold.threshold
+    counts = f'N = {len(ev)} ({int((ev.label == "malignant").sum())} malignant) on {ev.patient_id.nunique()} patients'
+    if not cv: return f'- held-out test ROIs: {counts}; model threshold {saved:.3f} (Youden on the out-of-fold predictions)'
+    return (f'- evaluated (CV split, no held-out test set): every ROI, by the member that held it out; {counts}; each '
+            f"fold's threshold fitted on the other folds' predictions (Youden, cross-fitted); threshold saved for new ROIs "
+            f'{saved:.3f} (Youden on all out-of-fold predictions)')
+
+# %% ../nbs/13a_report.ipynb #c028i
 def _model_lines(run:StudyRun) -> list:
     "The report's double-transfer-learning section, writing the tables, threshold and ROC it shows."
-    out, ev, (a, lo, hi), cv = run.out, run.evaluated, run.cv_auc, run.request.get('split') == 'cv'
-    atomic_write(out / 'predictions.csv', lambda p: run.predictions.to_csv(p, index=False))
-    atomic_write(out / 'results.csv', lambda p: run.results.rename_axis('who').to_csv(p))
-    atomic_write(out / 'models' / 'threshold.json', json.dumps(dict(threshold=run.threshold.threshold, fitted_on='out-of-fold predictions',
-                                                                    rule='Youden', n=len(run.oof))))
-    what, marked = ('every ROI out of fold', None) if cv else ('held-out test ROIs', run.threshold)   # CV: no single honest threshold to mark
-    roc = roc_figure(ev.label, ev.prob, _reader(ev), threshold=marked, title=f'{what} (N={len(ev)})')
-    atomic_write(out / 'roc.html', lambda p: roc.write_html(p, include_plotlyjs=True))
-    fig = roc_plot(ev.label, ev.prob, _reader(ev), threshold=marked, title=f'{what}, {len(run.members)} members')
-    atomic_write(out / 'roc.png', lambda p: fig.savefig(p, dpi=90))
-    counts = f'N = {len(ev)} ({int((ev.label == "malignant").sum())} malignant) on {ev.patient_id.nunique()} patients'
-    evaluated = ([f'- evaluated (CV split, no held-out test set): every ROI, by the member that held it out; {counts}; each fold\'s '
-                  f'threshold fitted on the other folds\' predictions (Youden, cross-fitted); threshold saved for new ROIs '
-                  f'{run.threshold.threshold:.3f} (Youden on all out-of-fold predictions)'] if cv else
-                 [f'- held-out test ROIs: {counts}; model threshold {run.threshold.threshold:.3f} (Youden on the out-of-fold predictions)'])
+    (a, lo, hi), cv, asked = run.cv_auc, run.request.get('split') == 'cv', run.request
+    _write_model_tables(run)
+    _write_roc(run, cv)
     return ['', '## Double transfer learning', '',
-            f'- backbone {run.request["backbone"]}, weights {run.request["weights"]} → stage 1 ({run.stage1_data}) '
+            f'- backbone {asked["backbone"]}, weights {asked["weights"]} → stage 1 ({run.stage1_data}) '
             f'→ stage 2 ({len(run.members)}-fold ensemble)',
             f'- cross-validated AUC (out-of-fold, training ROIs): {a:.3f} [{lo:.3f}, {hi:.3f}], N = {len(run.oof)}',
-            *evaluated, *_baseline_lines(run), *_table_notes(run.results), '', '```', run.results.to_string(), '```', '',
+            _evaluated_line(run, cv), *_baseline_lines(run), *table_notes(run.results),
+            '', '```', run.results.to_string(), '```', '',
             '![ROC](roc.png) (interactive: [roc.html](roc.html)); Grad-CAM overlays in `gradcam/`'
             + (', each by the member that held the ROI out.' if cv else '.')]
 
+# %% ../nbs/13a_report.ipynb #c028j
+def _study_lines(run:StudyRun) -> list:
+    "The report's head: the study, its rows used and skipped, the field of view."
+    ing, p, asked = run.ingested, run.ingested.patches, run.request
+    synthetic = (run.data.parent / 'synth.json').exists()
+    return ['# mcal report', '',
+            f'Study: `{run.data}`' + (' (SYNTHETIC: generated by mcal.synth, no patient data)' if synthetic else ''), '',
+            f'- rows in the CSV: {len(ing.table)}; usable: {len(usable(ing.table))}; patches cut: {len(p)}; '
+            f'skipped: {len(ing.skipped)}',
+            f'- patients: {p.patient_id.nunique() if len(p) else 0}; '
+            f'labels: {p.label.value_counts().to_dict() if len(p) else {}}',
+            f'- field of view {asked["field_of_view_mm"]} mm → {asked["size"]} px '
+            f'({asked["field_of_view_mm"] / asked["size"]:.3f} mm per pixel)']
+
+# %% ../nbs/13a_report.ipynb #c028k
+def _skipped_lines(run:StudyRun) -> list:
+    "The report's lists of what was skipped: the study's rows, then the intermediate set's."
+    lines, study, intermediate = [], run.ingested.skipped, run.stage1_skipped
+    if len(study): lines += ['## Skipped', ''] + [f'- {r.item}: {r.error}: {r.reason}' for r in study.itertuples()]
+    if intermediate is not None and len(intermediate):
+        lines += ['', '## Skipped in the intermediate set', '']
+        lines += [f'- {r.item}: {r.error}: {r.reason}' for r in intermediate.itertuples()]
+    return lines
+
+# %% ../nbs/13a_report.ipynb #c029
 def write_study_report(run:StudyRun) -> Path:
     "Write the report folder of `run`: report.md, rois.csv, skipped.csv, predictions.csv, results.csv, roc.png/html, contact sheet."
     out, ing, p = run.out, run.ingested, run.ingested.patches
     with OutputFolder(out, 'train', fresh=False):
-        atomic_write(out / 'rois.csv', lambda f: ing.table.merge(p[['roi_id', 'patch_path']], on='roi_id', how='left').to_csv(f, index=False))
+        rois = ing.table.merge(p[['roi_id', 'patch_path']], on='roi_id', how='left')
+        atomic_write(out / 'rois.csv', lambda f: rois.to_csv(f, index=False))
         atomic_write(out / 'skipped.csv', lambda f: ing.skipped.to_csv(f, index=False))
         if len(p): _contact_sheet(p, out / 'contact_sheet.png')
-        synthetic = (run.data.parent / 'synth.json').exists()
-        lines = ['# mcal report', '', f'Study: `{run.data}`' + (' (SYNTHETIC: generated by mcal.synth, no patient data)' if synthetic else ''), '',
-                 f'- rows in the CSV: {len(ing.table)}; usable: {len(usable(ing.table))}; patches cut: {len(p)}; skipped: {len(ing.skipped)}',
-                 f'- patients: {p.patient_id.nunique() if len(p) else 0}; labels: {p.label.value_counts().to_dict() if len(p) else {}}',
-                 f'- field of view {run.request["field_of_view_mm"]} mm → {run.request["size"]} px '
-                 f'({run.request["field_of_view_mm"] / run.request["size"]:.3f} mm per pixel)']
+        lines = _study_lines(run)
         if run.predictions is not None: lines += _model_lines(run)
         else: lines += ['', '- no model: this run only ingested the study (nothing trained)']
         lines += ['', f'- time: {run.seconds:.1f} s', ''] + (['![contact sheet](contact_sheet.png)', ''] if len(p) else [])
-        if len(ing.skipped): lines += ['## Skipped', ''] + [f'- {r.item}: {r.error}: {r.reason}' for r in ing.skipped.itertuples()]
-        if run.stage1_skipped is not None and len(run.stage1_skipped):
-            lines += ['', '## Skipped in the intermediate set', ''] + [f'- {r.item}: {r.error}: {r.reason}' for r in run.stage1_skipped.itertuples()]
-        atomic_write(out / 'report.md', '\n'.join(lines) + '\n')
+        atomic_write(out / 'report.md', '\n'.join(lines + _skipped_lines(run)) + '\n')
     return out / 'report.md'

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
+from fastcore.basics import patch
 from .core import *
 from .dicom import Mammogram, read_mammogram, is_dicom
 
@@ -24,7 +25,9 @@ DEFAULT_PATCH_SIZE = 224
 @dataclass(frozen=True)
 class Circle:
     "A circular ROI: centre (x, y) and radius, in pixels."
-    x: float; y: float; radius: float
+    x: float
+    y: float
+    radius: float
     def centre(self): return self.x, self.y
     def extent(self): return 2 * self.radius
     def area(self): return np.pi * max(self.radius, 0.5) ** 2
@@ -33,10 +36,14 @@ class Circle:
         ys, xs = np.mgrid[y0:y0 + height, x0:x0 + width]
         return (xs - self.x) ** 2 + (ys - self.y) ** 2 <= max(self.radius, 0.5) ** 2
 
+# %% ../nbs/02_roi.ipynb #c007a
 @dataclass(frozen=True)
 class Box:
     "A rectangular ROI: x0, y0 inclusive, x1, y1 exclusive, in pixels."
-    x0: float; y0: float; x1: float; y1: float
+    x0: float
+    y0: float
+    x1: float
+    y1: float
     def centre(self): return (self.x0 + self.x1 - 1) / 2, (self.y0 + self.y1 - 1) / 2
     def extent(self): return max(self.x1 - self.x0, self.y1 - self.y0)
     def area(self): return (self.x1 - self.x0) * (self.y1 - self.y0)
@@ -44,6 +51,7 @@ class Box:
         ys, xs = np.mgrid[y0:y0 + height, x0:x0 + width]
         return (xs >= self.x0) & (xs < self.x1) & (ys >= self.y0) & (ys < self.y1)
 
+# %% ../nbs/02_roi.ipynb #c007b
 @dataclass(frozen=True, eq=False)
 class Mask:
     "An ROI given as a boolean mask the size of the image."
@@ -75,14 +83,17 @@ class Patch:
     padded_fraction: float       # share of the window that lay outside the image
     lesion_in_patch: float       # share of the annotated lesion's area inside the window
 
-    def show(self, ax=None, title=None):
-        "Show the patch with the lesion outline."
-        import matplotlib.pyplot as plt
-        if ax is None: _, ax = plt.subplots(figsize=(3, 3))
-        ax.imshow(self.image, cmap='gray', vmin=0, vmax=1)
-        if self.mask.any(): ax.contour(self.mask, levels=[0.5], colors='orange', linewidths=1)
-        ax.set_title(title or f'{self.field_of_view_mm:g} mm'); ax.axis('off')
-        return ax
+# %% ../nbs/02_roi.ipynb #c010a
+@patch
+def show(self:Patch, ax=None, title=None):
+    "Show the patch with the lesion outline."
+    import matplotlib.pyplot as plt
+    if ax is None: _, ax = plt.subplots(figsize=(3, 3))
+    ax.imshow(self.image, cmap='gray', vmin=0, vmax=1)
+    if self.mask.any(): ax.contour(self.mask, levels=[0.5], colors='orange', linewidths=1)
+    ax.set_title(title or f'{self.field_of_view_mm:g} mm')
+    ax.axis('off')
+    return ax
 
 # %% ../nbs/02_roi.ipynb #c012
 def _resize(a:np.ndarray, size:int, mode='bilinear') -> np.ndarray:
@@ -91,11 +102,52 @@ def _resize(a:np.ndarray, size:int, mode='bilinear') -> np.ndarray:
     else: out = F.interpolate(t, size=(size, size), mode='bilinear', antialias=True, align_corners=False)
     return out[0, 0].numpy()
 
+# %% ../nbs/02_roi.ipynb #c012c
 def _spacing(m:Mammogram, pixel_spacing_mm):
     spacing = pixel_spacing_mm or m.pixel_spacing_mm
     if not spacing:
-        raise AnnotationError(f'{m.path}: pixel spacing unknown; pass pixel_spacing_mm= (from the scanner or the dataset documentation)')
+        raise AnnotationError(f'{m.path}: pixel spacing unknown; '
+                              'pass pixel_spacing_mm= (from the scanner or the dataset documentation)')
     return float(spacing)
+
+# %% ../nbs/02_roi.ipynb #c012f
+def _patch_centre(m:Mammogram, roi, offset_mm, pixel_spacing_mm, lesion_scale) -> tuple:
+    "The patch centre in source pixels: the ROI's, moved by `offset_mm`; an AnnotationError if the ROI lies off the image."
+    H, W = m.image.shape
+    cx, cy = roi.centre()
+    if not (0 <= cx <= W - 1 and 0 <= cy <= H - 1):
+        raise AnnotationError(f'{m.path}: ROI centre ({cx:.1f}, {cy:.1f}) lies outside the {W}x{H} image')
+    if not any(offset_mm): return cx, cy
+    if lesion_scale: raise AnnotationError(f'{m.path}: offset_mm and lesion_scale exclude each other')
+    dx, dy = (float(v) / _spacing(m, pixel_spacing_mm) for v in offset_mm)
+    return cx + dx, cy + dy
+
+# %% ../nbs/02_roi.ipynb #c012i
+def _window_side(m:Mammogram, roi, field_of_view_mm, pixel_spacing_mm, lesion_scale) -> tuple:
+    "The window's side in source pixels and the field of view in mm it covers."
+    if lesion_scale:
+        side = max(int(round(lesion_scale * roi.extent())), 8)
+        return side, side * (m.pixel_spacing_mm or pixel_spacing_mm or float('nan'))
+    return max(int(round(field_of_view_mm / _spacing(m, pixel_spacing_mm))), 2), field_of_view_mm
+
+# %% ../nbs/02_roi.ipynb #c012l
+def _cut_window(image:np.ndarray, x0:int, y0:int, side:int) -> tuple:
+    "The `side`-pixel square of `image` from (x0, y0), air (0) outside the image, and how many of its pixels lie inside."
+    H, W = image.shape
+    window = np.zeros((side, side), np.float32)
+    sy, sx = slice(max(y0, 0), min(y0 + side, H)), slice(max(x0, 0), min(x0 + side, W))
+    window[sy.start - y0:sy.stop - y0, sx.start - x0:sx.stop - x0] = image[sy, sx]
+    return window, (sy.stop - sy.start) * (sx.stop - sx.start)
+
+# %% ../nbs/02_roi.ipynb #c012o
+def _patch_mask(lesion:np.ndarray, size:int) -> np.ndarray:
+    "The lesion mask at `size`: where half a patch pixel is lesion, or the one pixel a smaller lesion falls in."
+    if lesion.shape[0] == size: return lesion
+    area = _resize(lesion, size, 'area')
+    mask = area >= 0.5
+    if lesion.any() and not mask.any():   # lesion smaller than a patch pixel: mark where it falls
+        mask[np.unravel_index(np.argmax(area), mask.shape)] = True
+    return mask
 
 # %% ../nbs/02_roi.ipynb #c013
 def extract_patch(m:Mammogram,                  # the mammogram
@@ -106,37 +158,19 @@ def extract_patch(m:Mammogram,                  # the mammogram
                   lesion_scale:float|None=None, # ablation: side = this × lesion extent instead of a fixed mm
                   offset_mm=(0., 0.)            # (dx, dy): the patch centre's shift from the ROI centre, in mm
                  ) -> Patch:
-    "Cut a square patch centred on `roi` (or `offset_mm` from it) at a fixed physical field of view and resample it to `size`."
-    H, W = m.image.shape
-    cx, cy = roi.centre()
-    if not (0 <= cx <= W - 1 and 0 <= cy <= H - 1):
-        raise AnnotationError(f'{m.path}: ROI centre ({cx:.1f}, {cy:.1f}) lies outside the {W}x{H} image')
-    if any(offset_mm):
-        if lesion_scale: raise AnnotationError(f'{m.path}: offset_mm and lesion_scale exclude each other')
-        dx, dy = (float(v) / _spacing(m, pixel_spacing_mm) for v in offset_mm)
-        cx, cy = cx + dx, cy + dy
-    if isinstance(roi, Circle) and roi.radius <= 0: raise AnnotationError(f'{m.path}: ROI radius {roi.radius} is not positive')
-    if lesion_scale:
-        side = max(int(round(lesion_scale * roi.extent())), 8)
-        spacing = m.pixel_spacing_mm or pixel_spacing_mm or float('nan')
-        field_of_view_mm = side * spacing
-    else:
-        spacing = _spacing(m, pixel_spacing_mm)
-        side = max(int(round(field_of_view_mm / spacing)), 2)
+    "Cut a square patch centred on `roi` (or `offset_mm` from it) at a fixed field of view in mm, resampled to `size`."
+    cx, cy = _patch_centre(m, roi, offset_mm, pixel_spacing_mm, lesion_scale)
+    if isinstance(roi, Circle) and roi.radius <= 0:
+        raise AnnotationError(f'{m.path}: ROI radius {roi.radius} is not positive')
+    side, field_of_view_mm = _window_side(m, roi, field_of_view_mm, pixel_spacing_mm, lesion_scale)
     x0, y0 = int(round(cx - (side - 1) / 2)), int(round(cy - (side - 1) / 2))
-    window = np.zeros((side, side), np.float32)
-    sy, sx = slice(max(y0, 0), min(y0 + side, H)), slice(max(x0, 0), min(x0 + side, W))
-    window[sy.start - y0:sy.stop - y0, sx.start - x0:sx.stop - x0] = m.image[sy, sx]
-    inside = (sy.stop - sy.start) * (sx.stop - sx.start)
+    window, inside = _cut_window(m.image, x0, y0, side)
     lesion = roi.render(x0, y0, side, side)
-    lesion_area = lesion.sum()
     image = np.clip(_resize(window, size), 0, 1) if side != size else window
-    mask = _resize(lesion, size, 'area') >= 0.5 if side != size else lesion
-    if lesion_area and not mask.any():   # lesion smaller than a patch pixel: mark where it falls
-        mask = np.zeros((size, size), bool); iy, ix = np.unravel_index(np.argmax(_resize(lesion, size, 'area')), mask.shape); mask[iy, ix] = True
-    return Patch(image=image.astype(np.float32), mask=mask, centre_xy=(cx, cy), field_of_view_mm=float(field_of_view_mm),
-                 mm_per_pixel=float(field_of_view_mm) / size, padded_fraction=1 - inside / side ** 2,
-                 lesion_in_patch=float(min(lesion_area / max(roi.area(), 1e-9), 1.0)))
+    return Patch(image=image.astype(np.float32), mask=_patch_mask(lesion, size), centre_xy=(cx, cy),
+                 field_of_view_mm=float(field_of_view_mm), mm_per_pixel=float(field_of_view_mm) / size,
+                 padded_fraction=1 - inside / side ** 2,
+                 lesion_in_patch=float(min(lesion.sum() / max(roi.area(), 1e-9), 1.0)))
 
 # %% ../nbs/02_roi.ipynb #c017
 def show_patches(images,            # (N, H, W) grey patches in [0, 1]
@@ -145,7 +179,9 @@ def show_patches(images,            # (N, H, W) grey patches in [0, 1]
                  ncols=8,           # patches per row
                  colours=None):     # title colour per patch (e.g. firebrick for malignant)
     "A contact sheet of patches with their lesion outlines, as a matplotlib `Figure`."
-    n = max(len(images), 1); ncols = min(ncols, n); nrows = int(np.ceil(n / ncols))
+    n = max(len(images), 1)
+    ncols = min(ncols, n)
+    nrows = int(np.ceil(n / ncols))
     fig = NotebookFigure(figsize=(ncols * 1.6, nrows * 1.8))
     axs = np.atleast_1d(fig.subplots(nrows, ncols, squeeze=False).ravel())
     for ax in axs: ax.axis('off')
@@ -162,28 +198,33 @@ def read_mask(path) -> np.ndarray:
     m = read_mammogram(path, voi='none') if is_dicom(path) else read_mammogram(path)
     return m.image > 0.5
 
+# %% ../nbs/02_roi.ipynb #c030a
 def _num(row, col):
     v = row.get(col, None)
     try: v = float(v)
     except (TypeError, ValueError): v = float('nan')
-    if not np.isfinite(v): raise AnnotationError(f'row {row.get("roi_id", "?")}: column {col!r} is missing or not a number ({row.get(col, None)!r})')
+    if not np.isfinite(v):
+        raise AnnotationError(f'row {row.get("roi_id", "?")}: column {col!r} is missing or not a number '
+                              f'({row.get(col, None)!r})')
     return v
 
+# %% ../nbs/02_roi.ipynb #c030b
 def roi_from_row(row,          # a mapping (dict or pandas row) with `roi_shape` and its columns
                  mask_reader=None # reads `mask_path` into a boolean array (default: `read_mammogram(...).image > 0.5`)
                 ):
     "The ROI geometry (`Circle`, `Box` or `Mask`) a table row describes; None for whole images."
-    shape = str(row.get('roi_shape', 'circle')).lower()
+    shape, rid = str(row.get('roi_shape', 'circle')).lower(), row.get('roi_id', '?')
     if shape == 'circle': return Circle(_num(row, 'x'), _num(row, 'y'), _num(row, 'radius'))
     if shape == 'box':
         b = Box(*(_num(row, c) for c in ('x0', 'y0', 'x1', 'y1')))
-        if b.x1 <= b.x0 or b.y1 <= b.y0: raise AnnotationError(f'row {row.get("roi_id", "?")}: empty box {b}')
+        if b.x1 <= b.x0 or b.y1 <= b.y0: raise AnnotationError(f'row {rid}: empty box {b}')
         return b
     if shape == 'mask':
         path = row.get('mask_path', None)
-        if not isinstance(path, (str, Path)) or not str(path): raise AnnotationError(f'row {row.get("roi_id", "?")}: roi_shape is mask but mask_path is empty')
+        if not isinstance(path, (str, Path)) or not str(path):
+            raise AnnotationError(f'row {rid}: roi_shape is mask but mask_path is empty')
         mask = (mask_reader or read_mask)(path)
-        if not mask.any(): raise AnnotationError(f'row {row.get("roi_id", "?")}: mask {path} is empty')
+        if not mask.any(): raise AnnotationError(f'row {rid}: mask {path} is empty')
         return Mask(mask)
     if shape == 'image': return None
-    raise AnnotationError(f'row {row.get("roi_id", "?")}: unknown roi_shape {shape!r} (circle, box, mask or image)')
+    raise AnnotationError(f'row {rid}: unknown roi_shape {shape!r} (circle, box, mask or image)')

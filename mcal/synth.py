@@ -5,7 +5,6 @@
 # %% ../nbs/12_synth.ipynb #c003
 from __future__ import annotations
 import json
-from dataclasses import dataclass, field
 from pathlib import Path
 import numpy as np
 import pandas as pd
@@ -15,9 +14,7 @@ from .core import *
 from .dicom_write import write_dicom
 
 # %% auto #0
-__all__ = ['BENIGN_MORPHOLOGIES', 'SUSPICIOUS_MORPHOLOGIES', 'DISTRIBUTIONS', 'TRIAL_SPACING_MM', 'synth_breast', 'add_cluster',
-           'make_study', 'default_study', 'power_law_background', 'add_trial_cluster', 'reader_birads', 'TissueRegion',
-           'power_law_tissue', 'make_trial', 'morphology_family', 'label_ceiling']
+__all__ = ['synth_breast', 'add_cluster', 'make_study', 'default_study']
 
 # %% ../nbs/12_synth.ipynb #c005
 def synth_breast(rng, shape=(448, 448)) -> tuple[np.ndarray, np.ndarray]:
@@ -35,31 +32,43 @@ def synth_breast(rng, shape=(448, 448)) -> tuple[np.ndarray, np.ndarray]:
     img = ndimage.gaussian_filter(img, 0.7)
     return np.clip(img, 0, 1).astype(np.float32), tissue
 
-# %% ../nbs/12_synth.ipynb #c006
+# %% ../nbs/12_synth.ipynb #c006a
 def _blob(shape, cy, cx, ry, rx, angle):
+    "A soft ellipse of radii (ry, rx) pixels at (cx, cy), turned by `angle`, peak 1, on a canvas of `shape`."
     ys, xs = np.mgrid[0:shape[0], 0:shape[1]]
     c, s = np.cos(angle), np.sin(angle)
     u, v = (xs - cx) * c + (ys - cy) * s, -(xs - cx) * s + (ys - cy) * c
     return np.exp(-((u / max(rx, 0.3)) ** 2 + (v / max(ry, 0.3)) ** 2) ** 1.5)
 
+# %% ../nbs/12_synth.ipynb #c006b
+def _benign_layout(rng, cx, cy, mm) -> tuple[list, list, np.ndarray]:
+    "Few round, smooth calcifications, 0.5-1 mm, scattered over 4-7 mm: their centres, (ry, rx) radii and angles."
+    n, spread = rng.integers(4, 9), rng.uniform(4, 7) * mm
+    distances, turns = rng.uniform(0.2, 1, n) * spread, rng.uniform(0, 2 * np.pi, n)
+    pos = [(cx + d * np.cos(t), cy + d * np.sin(t)) for d, t in zip(distances, turns)]
+    return pos, [(rng.uniform(0.25, 0.5) * mm,) * 2 for _ in range(n)], np.zeros(n)
+
+# %% ../nbs/12_synth.ipynb #c006c
+def _malignant_layout(rng, cx, cy, mm) -> tuple[list, list, list]:
+    "Many small, irregular calcifications on 1-3 branching lines within 2-4 mm: their centres, (ry, rx) radii and angles."
+    pos, sizes, angles = [], [], []
+    for _ in range(rng.integers(1, 4)):
+        t, length = rng.uniform(0, 2 * np.pi), rng.uniform(2, 4) * mm
+        for d in np.linspace(0, length, rng.integers(5, 10)):
+            t += rng.normal(0, 0.25)
+            pos.append((cx + d * np.cos(t) + rng.normal(0, 0.3 * mm), cy + d * np.sin(t) + rng.normal(0, 0.3 * mm)))
+            sizes.append((rng.uniform(0.06, 0.15) * mm, rng.uniform(0.12, 0.35) * mm))
+            angles.append(t)
+    return pos, sizes, angles
+
+# %% ../nbs/12_synth.ipynb #c006
 def add_cluster(img:np.ndarray, rng, cx:float, cy:float,
                 kind:str,               # 'benign' or 'malignant'
                 pixel_spacing_mm=0.1):
     "Draw a benign-like or malignant-like calcification cluster at (cx, cy); returns the enclosing radius in pixels."
     mm = 1 / pixel_spacing_mm
-    if kind == 'benign':      # few, round, smooth, 0.5-1 mm, scattered over 4-7 mm
-        n, spread = rng.integers(4, 9), rng.uniform(4, 7) * mm
-        pos = [(cx + d * np.cos(t), cy + d * np.sin(t)) for d, t in zip(rng.uniform(0.2, 1, n) * spread, rng.uniform(0, 2 * np.pi, n))]
-        sizes = [(rng.uniform(0.25, 0.5) * mm,) * 2 for _ in range(n)]
-        angles = np.zeros(n)
-    elif kind == 'malignant': # many, small, irregular, along 1-3 branching lines within 2-4 mm
-        pos, sizes, angles = [], [], []
-        for _ in range(rng.integers(1, 4)):
-            t, length = rng.uniform(0, 2 * np.pi), rng.uniform(2, 4) * mm
-            for d in np.linspace(0, length, rng.integers(5, 10)):
-                t += rng.normal(0, 0.25)
-                pos.append((cx + d * np.cos(t) + rng.normal(0, 0.3 * mm), cy + d * np.sin(t) + rng.normal(0, 0.3 * mm)))
-                sizes.append((rng.uniform(0.06, 0.15) * mm, rng.uniform(0.12, 0.35) * mm)); angles.append(t)
+    if kind == 'benign': pos, sizes, angles = _benign_layout(rng, cx, cy, mm)
+    elif kind == 'malignant': pos, sizes, angles = _malignant_layout(rng, cx, cy, mm)
     else: raise MCalError(f"kind={kind!r}: a synthetic cluster is 'benign' or 'malignant'")
     calc = np.zeros_like(img)
     for (x, y), (ry, rx), ang in zip(pos, sizes, angles):
@@ -68,17 +77,86 @@ def add_cluster(img:np.ndarray, rng, cx:float, cy:float,
     dist = max(np.hypot(x - cx, y - cy) + max(s) for (x, y), s in zip(pos, sizes))
     return float(dist + 0.5 * mm)
 
-# %% ../nbs/12_synth.ipynb #c009
+# %% ../nbs/12_synth.ipynb #c008b
 def _check_study_args(n_patients, clusters_per_image, shape, pixel_spacing_mm):
     "An MCalError naming the first argument of `make_study` that cannot describe a study."
     count = lambda v: isinstance(v, (int, np.integer)) and not isinstance(v, bool) and v >= 1
-    if not count(n_patients): raise MCalError(f'n_patients={n_patients!r}: a study needs a whole number of patients, at least 1')
-    if not count(clusters_per_image): raise MCalError(f'clusters_per_image={clusters_per_image!r}: each image needs a whole number of clusters, at least 1')
-    if len(tuple(shape)) != 2 or not all(count(v) for v in shape): raise MCalError(f'shape={shape!r}: an image size is two whole numbers of pixels (rows, columns)')
+    if not count(n_patients):
+        raise MCalError(f'n_patients={n_patients!r}: a study needs a whole number of patients, at least 1')
+    if not count(clusters_per_image):
+        raise MCalError(f'clusters_per_image={clusters_per_image!r}: '
+                        'each image needs a whole number of clusters, at least 1')
+    if len(tuple(shape)) != 2 or not all(count(v) for v in shape):
+        raise MCalError(f'shape={shape!r}: an image size is two whole numbers of pixels (rows, columns)')
     if not isinstance(pixel_spacing_mm, (int, float, np.number)) or not pixel_spacing_mm > 0:
         raise MCalError(f'pixel_spacing_mm={pixel_spacing_mm!r}: the pixel spacing is a positive number of mm')
 
-_BIRADS_FOR = dict(benign=(['2', '3', '4A', '4B'], [0.2, 0.4, 0.3, 0.1]), malignant=(['4A', '4B', '4C', '5'], [0.15, 0.3, 0.3, 0.25]))
+# %% ../nbs/12_synth.ipynb #c008c
+def _free_centre(rng, xs, ys, centres:list, min_gap_px) -> tuple[float, float]:
+    "A random pixel of (xs, ys) over `min_gap_px` from every one of `centres` (after 50 tries, the last one drawn)."
+    for _ in range(50):
+        j = rng.integers(len(xs))
+        c = (float(xs[j]), float(ys[j]))
+        if all(np.hypot(c[0] - a, c[1] - b) > min_gap_px for a, b in centres): break
+    return c
+
+# %% ../nbs/12_synth.ipynb #c008d
+_BIRADS_FOR = dict(benign=(['2', '3', '4A', '4B'], [0.2, 0.4, 0.3, 0.1]),             # the demo's reader: BI-RADS
+                   malignant=(['4A', '4B', '4C', '5'], [0.15, 0.3, 0.3, 0.25]))      # drawn from the true label
+
+def _add_clusters(img, rng, tissue, kinds:list, shape, pixel_spacing_mm) -> list:
+    "Draw a cluster of each kind 8 mm inside the breast and 12 mm apart; a row each: centre, radius, label, BI-RADS."
+    ys, xs = np.nonzero(ndimage.binary_erosion(tissue, iterations=int(8 / pixel_spacing_mm)))
+    if not len(xs): raise MCalError(f'shape={tuple(shape)} at pixel_spacing_mm={pixel_spacing_mm}: '
+                                    'the breast is too small to hold a cluster 8 mm inside its edge')
+    centres, rows = [], []
+    for kind in kinds:
+        centres.append(_free_centre(rng, xs, ys, centres, 12 / pixel_spacing_mm))
+        x, y = centres[-1]
+        radius = add_cluster(img, rng, x, y, kind, pixel_spacing_mm)
+        birads = rng.choice(_BIRADS_FOR[kind][0], p=_BIRADS_FOR[kind][1])
+        rows.append(dict(x=round(x, 1), y=round(y, 1), radius=round(radius, 1), label=kind, birads=birads))
+    return rows
+
+# %% ../nbs/12_synth.ipynb #c008e
+def _flavour(i:int) -> str:
+    "How patient i's image is stored: the first eight cycle through every flavour, then RLE DICOMs and a last PNG."
+    return ['window', 'monochrome1', 'rle', 'png'][i % 4] if i < 8 else ('png' if i == 15 else 'rle')
+
+def _write_image(out:Path, stored:np.ndarray, i:int, pid, lat, view, pixel_spacing_mm) -> tuple[str, float]:
+    "Write patient i's 12-bit image in its flavour; its path and the pixel spacing labels.csv states (NaN: the DICOM's)."
+    flavour = _flavour(i)
+    if flavour == 'png':
+        name = f'images/{pid}.png'
+        Image.fromarray(stored).save(out / name)
+        return name, pixel_spacing_mm
+    name, mono1 = f'images/{pid}.dcm', flavour == 'monochrome1'
+    write_dicom(4095 - stored if mono1 else stored, out / name, patient_id=pid, laterality=lat, view=view,
+                pixel_spacing_mm=pixel_spacing_mm, bits_stored=12,
+                photometric='MONOCHROME1' if mono1 else 'MONOCHROME2',
+                window=(1900, 3400), compress='rle' if flavour in ('rle', 'monochrome1') else None)
+    return name, np.nan
+
+# %% ../nbs/12_synth.ipynb #c008f
+def _synth_patient(out:Path, rng, i:int, clusters_per_image, shape, pixel_spacing_mm) -> list:
+    "Patient i's image (clusters, detector noise, laterality), written in its flavour; its ROI rows."
+    pid, lat, view = f'synth-{i + 1:02d}', 'LR'[i % 2], ('CC', 'MLO')[(i // 2) % 2]
+    img, tissue = synth_breast(rng, shape)
+    kinds = ['malignant' if i % 2 == 0 else 'benign'] * clusters_per_image
+    if i % 5 == 4: kinds[-1] = 'benign' if kinds[0] == 'malignant' else 'malignant'   # some women have both
+    rows = _add_clusters(img, rng, tissue, kinds, shape, pixel_spacing_mm)
+    img = np.clip(img + rng.normal(0, 0.004, img.shape), 0, 1)       # detector noise
+    if lat == 'R':                                                    # right breasts displayed mirrored
+        img = img[:, ::-1]
+        for r in rows: r['x'] = round(shape[1] - 1 - r['x'], 1)
+    stored = np.round(img * 3000 + 400).astype(np.uint16)             # 12-bit detector values
+    name, spacing = _write_image(out, stored, i, pid, lat, view, pixel_spacing_mm)
+    return [dict(roi_id=f'{pid}-{k + 1}', patient_id=pid, image_path=name, **r, view=view, laterality=lat,
+                 pixel_spacing_mm=spacing) for k, r in enumerate(rows)]
+
+# %% ../nbs/12_synth.ipynb #c009
+_STUDY_COLUMNS = ['roi_id', 'patient_id', 'image_path', 'x', 'y', 'radius', 'label', 'birads', 'view', 'laterality',
+                  'pixel_spacing_mm']
 
 def make_study(out_dir,             # folder to write (created)
                n_patients=16,       # one image each
@@ -89,232 +167,25 @@ def make_study(out_dir,             # folder to write (created)
               ) -> pd.DataFrame:
     "Write a synthetic study (DICOM/PNG images, labels.csv, synth.json) and return its table."
     _check_study_args(n_patients, clusters_per_image, shape, pixel_spacing_mm)
-    out = Path(out_dir); (out / 'images').mkdir(parents=True, exist_ok=True)
+    out = Path(out_dir)
+    (out / 'images').mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
-    rows = []
-    for i in range(n_patients):
-        pid, lat, view = f'synth-{i + 1:02d}', 'LR'[i % 2], ('CC', 'MLO')[(i // 2) % 2]
-        img, tissue = synth_breast(rng, shape)
-        kinds = ['malignant' if i % 2 == 0 else 'benign'] * clusters_per_image
-        if i % 5 == 4: kinds[-1] = 'benign' if kinds[0] == 'malignant' else 'malignant'   # some women have both
-        ys, xs = np.nonzero(ndimage.binary_erosion(tissue, iterations=int(8 / pixel_spacing_mm)))
-        if not len(xs): raise MCalError(f'shape={tuple(shape)} at pixel_spacing_mm={pixel_spacing_mm}: the breast is too small to hold a cluster 8 mm inside its edge')
-        centres = []
-        for kind in kinds:
-            for _ in range(50):
-                j = rng.integers(len(xs)); c = (float(xs[j]), float(ys[j]))
-                if all(np.hypot(c[0] - a, c[1] - b) > 12 / pixel_spacing_mm for a, b in centres): break
-            centres.append(c)
-            radius = add_cluster(img, rng, *c, kind, pixel_spacing_mm)
-            birads = rng.choice(_BIRADS_FOR[kind][0], p=_BIRADS_FOR[kind][1])
-            rows.append(dict(roi_id=f'{pid}-{len(centres)}', patient_id=pid, x=round(c[0], 1), y=round(c[1], 1),
-                             radius=round(radius, 1), label=kind, birads=birads, view=view, laterality=lat))
-        img = np.clip(img + rng.normal(0, 0.004, img.shape), 0, 1)       # detector noise
-        if lat == 'R':                                                    # right breasts displayed mirrored
-            img = img[:, ::-1]
-            for r in rows[-len(kinds):]: r['x'] = round(shape[1] - 1 - r['x'], 1)
-        stored = np.round(img * 3000 + 400).astype(np.uint16)             # 12-bit detector values
-        flavour = ['window', 'monochrome1', 'rle', 'png'][i % 4] if i < 8 else ('png' if i == 15 else 'rle')
-        if flavour == 'png':
-            name = f'images/{pid}.png'; Image.fromarray(stored).save(out / name)
-            spacing = pixel_spacing_mm
-        else:
-            name = f'images/{pid}.dcm'
-            mono1 = flavour == 'monochrome1'
-            write_dicom(4095 - stored if mono1 else stored, out / name, patient_id=pid, laterality=lat, view=view,
-                        pixel_spacing_mm=pixel_spacing_mm, bits_stored=12, photometric='MONOCHROME1' if mono1 else 'MONOCHROME2',
-                        window=(1900, 3400), compress='rle' if flavour in ('rle', 'monochrome1') else None)
-            spacing = np.nan
-        for r in rows[-len(kinds):]: r.update(image_path=name, pixel_spacing_mm=spacing)
-    table = pd.DataFrame(rows)[['roi_id', 'patient_id', 'image_path', 'x', 'y', 'radius', 'label', 'birads', 'view', 'laterality', 'pixel_spacing_mm']]
+    rows = [r for i in range(n_patients)
+            for r in _synth_patient(out, rng, i, clusters_per_image, shape, pixel_spacing_mm)]
+    table = pd.DataFrame(rows)[_STUDY_COLUMNS]
     table.to_csv(out / 'labels.csv', index=False)
-    (out / 'synth.json').write_text(json.dumps(dict(generator='mcal.synth.make_study', synthetic=True, seed=seed, n_patients=n_patients,
-        clusters_per_image=clusters_per_image, shape=list(shape), pixel_spacing_mm=pixel_spacing_mm), indent=2) + '\n')
+    made_by = dict(generator='mcal.synth.make_study', synthetic=True, seed=seed, n_patients=n_patients,
+                   clusters_per_image=clusters_per_image, shape=list(shape), pixel_spacing_mm=pixel_spacing_mm)
+    (out / 'synth.json').write_text(json.dumps(made_by, indent=2) + '\n')
     return table
 
 # %% ../nbs/12_synth.ipynb #c014
 def default_study() -> Path:
     "The `data_samples/` folder of a source checkout, else a freshly generated copy in ~/.cache/mcal."
-    module_root = [Path(__file__).resolve().parent.parent] if '__file__' in globals() else []   # not defined in a notebook
+    in_module = '__file__' in globals()                                   # not defined in a notebook
+    module_root = [Path(__file__).resolve().parent.parent] if in_module else []
     for p in [Path.cwd(), *Path.cwd().parents, *module_root]:
         if (p / 'data_samples' / 'labels.csv').exists(): return p / 'data_samples'
     out = Path.home() / '.cache' / 'mcal' / 'data_samples'
     if not (out / 'labels.csv').exists(): make_study(out)
     return out
-
-# %% ../nbs/12_synth.ipynb #c019
-def power_law_background(rng, shape, beta=3.0) -> np.ndarray:
-    "Gaussian noise with power spectrum 1/f^beta (anatomical-noise model), standardised to mean 0, sd 1."
-    fy, fx = np.meshgrid(np.fft.fftfreq(shape[0]), np.fft.rfftfreq(shape[1]), indexing='ij')
-    f = np.hypot(fx, fy); f[0, 0] = 1.0
-    spec = (rng.standard_normal(f.shape) + 1j * rng.standard_normal(f.shape)) / f ** (beta / 2)
-    spec[0, 0] = 0
-    img = np.fft.irfft2(spec, s=shape)
-    return ((img - img.mean()) / img.std()).astype(np.float32)
-
-# %% ../nbs/12_synth.ipynb #c021
-BENIGN_MORPHOLOGIES = ('punctate', 'round', 'rim', 'coarse')
-SUSPICIOUS_MORPHOLOGIES = ('amorphous', 'fine pleomorphic', 'fine linear branching')
-DISTRIBUTIONS = dict(benign=('scattered', 'diffuse'), malignant=('grouped', 'linear', 'segmental'))
-
-def _draw_calcification(canvas, rng, x, y, morphology, mm):
-    "Add one calcification (peak attenuation about 1) of `morphology` at (x, y) to `canvas`; sizes in pixels per mm `mm`."
-    H, W = canvas.shape
-    def blob(ry, rx, ang, ring=False):
-        r = int(np.ceil(3 * max(rx, ry))) + 2
-        y0, y1, x0, x1 = max(int(y) - r, 0), min(int(y) + r + 1, H), max(int(x) - r, 0), min(int(x) + r + 1, W)
-        if y0 >= y1 or x0 >= x1: return
-        ys, xs = np.mgrid[y0:y1, x0:x1]
-        c, s = np.cos(ang), np.sin(ang)
-        u, v = (xs - x) * c + (ys - y) * s, -(xs - x) * s + (ys - y) * c
-        d = np.sqrt((u / max(rx, 0.35)) ** 2 + (v / max(ry, 0.35)) ** 2)
-        val = np.exp(-((d - 0.8) / 0.25) ** 2) if ring else np.exp(-d ** 4)
-        canvas[y0:y1, x0:x1] = np.maximum(canvas[y0:y1, x0:x1], val)
-    if morphology == 'punctate': r = rng.uniform(0.1, 0.25) * mm; blob(r, r, 0)
-    elif morphology == 'round': r = rng.uniform(0.25, 0.5) * mm; blob(r, r, 0)
-    elif morphology == 'rim': r = rng.uniform(0.35, 0.5) * mm; blob(r, r, 0, ring=True)
-    elif morphology == 'coarse':
-        for _ in range(rng.integers(2, 4)): blob(rng.uniform(0.2, 0.45) * mm, rng.uniform(0.2, 0.45) * mm, rng.uniform(0, np.pi))
-    elif morphology == 'amorphous': r = rng.uniform(0.06, 0.12) * mm; blob(r, r, 0)          # tiny; faint (the caller halves its contrast)
-    elif morphology == 'fine pleomorphic': blob(rng.uniform(0.05, 0.15) * mm, rng.uniform(0.1, 0.3) * mm, rng.uniform(0, np.pi))
-    elif morphology == 'fine linear branching':
-        ang, n = rng.uniform(0, np.pi), rng.integers(2, 4)
-        for k in range(n):
-            a = ang + rng.normal(0, 0.5) * (k > 0)
-            blob(rng.uniform(0.04, 0.08) * mm, rng.uniform(0.3, 0.5) * mm, a)
-    else: raise MCalError(f'unknown morphology {morphology!r}')
-
-def _positions(rng, distribution, n, extent_px):
-    "Calcification centres (relative to the cluster centre) for a BI-RADS distribution within `extent_px`."
-    if distribution in ('scattered', 'diffuse', 'grouped'):
-        spread = extent_px
-        t, d = rng.uniform(0, 2 * np.pi, n), spread * np.sqrt(rng.uniform(0, 1, n))
-        return np.c_[d * np.cos(t), d * np.sin(t)]
-    ang = rng.uniform(0, np.pi)
-    along = rng.uniform(-extent_px, extent_px, n)
-    width = (0.15 if distribution == 'linear' else 0.45) * extent_px * (np.abs(along) / extent_px if distribution == 'segmental' else 1)
-    across = rng.normal(0, 1, n) * width / 2
-    return np.c_[along * np.cos(ang) - across * np.sin(ang), along * np.sin(ang) + across * np.cos(ang)]
-
-def add_trial_cluster(img:np.ndarray, rng, cx, cy,
-                      label:str,              # 'benign' or 'malignant'
-                      pixel_spacing_mm=0.085,
-                      difficulty=0.3,         # chance of borrowing the other family's morphology
-                      size_shortcut=False,    # True: malignant clusters smaller, as in the demo (a shortcut)
-                      contrast=0.3) -> dict:
-    "Insert a BI-RADS-described cluster at (cx, cy); returns its morphology, distribution, count, radius (px) and calcification mask."
-    if label not in ('benign', 'malignant'): raise MCalError(f"label={label!r}: a trial cluster is 'benign' or 'malignant'")
-    mm = 1 / pixel_spacing_mm
-    family = label if rng.random() >= difficulty else ('malignant' if label == 'benign' else 'benign')
-    morphology = rng.choice(SUSPICIOUS_MORPHOLOGIES if family == 'malignant' else BENIGN_MORPHOLOGIES)
-    distribution = rng.choice(DISTRIBUTIONS[family])
-    extent_mm = rng.uniform(3, 8) * (0.6 if size_shortcut and label == 'malignant' else 1)   # same for both classes unless asked
-    n = int(rng.integers(5, 16) if family == 'malignant' else rng.integers(4, 12))
-    calc = np.zeros_like(img)
-    for dx, dy in _positions(rng, distribution, n, extent_mm * mm / 2):
-        one = np.zeros_like(img); _draw_calcification(one, rng, cx + dx, cy + dy, morphology, mm)
-        calc = np.maximum(calc, one * rng.uniform(0.6, 1.0) * (0.5 if morphology == 'amorphous' else 1))
-    local = ndimage.uniform_filter(img, size=int(5 * mm))                # contrast follows the local tissue (denser: less)
-    img += contrast * calc * (1.2 - local[int(np.clip(cy, 0, img.shape[0] - 1)), int(np.clip(cx, 0, img.shape[1] - 1))])
-    ys, xs = np.nonzero(calc > 0.2)
-    radius = float(np.hypot(xs - cx, ys - cy).max() + 0.5 * mm) if len(xs) else 0.5 * extent_mm * mm
-    return dict(morphology=str(morphology), distribution=str(distribution), n_calcifications=n, radius=radius, mask=calc > 0.2)
-
-# %% ../nbs/12_synth.ipynb #c023
-def reader_birads(rng, labels,
-                  auc=0.65,                 # the reader's target AUC on the latent suspicion
-                  specificity=0.30,         # share of benign cases below BI-RADS 4 (the paper's reader: 30 %)
-                  ) -> np.ndarray:
-    "BI-RADS a reader of biopsied calcifications might give: mostly 4A–4C, high sensitivity, low specificity at ≥ 4."
-    from scipy.stats import norm
-    y = np.asarray(labels) == 'malignant'
-    z = rng.standard_normal(len(y)) + np.sqrt(2) * norm.ppf(auc) * y        # binormal latent suspicion with the target AUC
-    t3 = norm.ppf(specificity)                                                # benign below t3 -> BI-RADS 3
-    cuts = [t3, t3 + 0.8, t3 + 1.5, t3 + 2.3]                                # 3 | 4A | 4B | 4C | 5
-    return np.array(['3', '4A', '4B', '4C', '5'])[np.searchsorted(cuts, z)]
-
-# %% ../nbs/12_synth.ipynb #c024b
-TRIAL_SPACING_MM = 0.085                  # the trial's pixel spacing, mm (an FFDM detector's)
-
-@dataclass
-class TissueRegion:
-    "One trial image's background in [0, 1], and where it came from."
-    image: np.ndarray                    # (size, size) float32, bright = dense
-    density: float                       # fatty (0) to dense (1), as labels.csv records it
-    imaged: bool = False                 # True: real tissue, already blurred by a detector; only the calcifications get the system blur
-    source: dict = field(default_factory=dict)   # extra labels.csv columns saying where the region came from
-
-def power_law_tissue(rng, size:int, pixel_spacing_mm:float) -> TissueRegion:
-    "The trial's default background: power-law noise (β 2.8–3.2) over a density drawn from fatty to dense."
-    density = rng.uniform(0.0, 1.0)
-    beta = rng.uniform(2.8, 3.2)
-    texture = power_law_background(rng, (size, size), beta=beta)
-    return TissueRegion(0.30 + 0.35 * density + (0.05 + 0.05 * density) * texture, density)
-
-power_law_tissue.description = dict(kind='power-law', beta='2.8-3.2', density='uniform 0-1')
-
-# %% ../nbs/12_synth.ipynb #c025
-def make_trial(out_dir,                  # folder to write (created)
-               n_rois=396,               # the paper's 396 ROIs ...
-               n_patients=194,           # ... on 194 patients
-               seed=0,
-               size=480,                 # image side in pixels (480 × 0.085 mm = 41 mm)
-               pixel_spacing_mm=TRIAL_SPACING_MM,
-               malignant_fraction=0.5,
-               difficulty=0.3,           # chance that a cluster borrows the other family's morphology
-               size_shortcut=False,      # True: malignant clusters smaller (a shortcut the models could learn)
-               reader_auc=0.65, reader_specificity=0.30,
-               background=power_law_tissue,  # `(rng, size, pixel_spacing_mm) -> TissueRegion`, e.g. `mcal.tissue.RealTissue`
-               paired=False,             # True: backgrounds draw from a stream of their own, so a seed gives the same clusters on any background
-               progress=True) -> pd.DataFrame:
-    "Write a virtual calcification trial (DICOM regions, per-calcification masks, labels.csv, trial.json); returns its table."
-    if not (isinstance(n_rois, (int, np.integer)) and isinstance(n_patients, (int, np.integer)) and 1 <= n_patients <= n_rois):
-        raise MCalError(f'n_rois={n_rois!r}, n_patients={n_patients!r}: whole numbers with 1 <= patients <= ROIs')
-    out = Path(out_dir); (out / 'images').mkdir(parents=True, exist_ok=True); (out / 'masks').mkdir(exist_ok=True)
-    rng = np.random.default_rng(seed)
-    patient = np.sort(np.r_[np.arange(n_patients), rng.integers(0, n_patients, n_rois - n_patients)])   # every patient has at least one ROI
-    labels = np.where(rng.permutation(n_rois) < int(round(malignant_fraction * n_rois)), 'malignant', 'benign')
-    birads = reader_birads(rng, labels, reader_auc, reader_specificity)
-    tissue_rng = np.random.default_rng([seed, 1]) if paired else rng      # unpaired: one stream, as trials were first written
-    rows, items = [], range(n_rois)
-    if progress:
-        from fastprogress.fastprogress import progress_bar
-        items = progress_bar(items)
-    for i in items:
-        pid, rid = f'vt-{patient[i] + 1:03d}', f'vt-{i + 1:04d}'
-        region = background(tissue_rng, size, pixel_spacing_mm)
-        img, density = np.array(region.image, dtype=np.float32), region.density
-        cx, cy = (size - 1) / 2 + rng.uniform(-0.15, 0.15, 2) * size
-        tissue = img.copy()
-        info = add_trial_cluster(img, rng, cx, cy, labels[i], pixel_spacing_mm, difficulty, size_shortcut)
-        blur = lambda a: ndimage.gaussian_filter(a, 0.6)                        # system blur (about 0.05 mm)
-        img = tissue + blur(img - tissue) if region.imaged else blur(img)       # real tissue was blurred when it was imaged
-        img = img + rng.normal(0, 1, img.shape) * 0.006 * np.sqrt(np.clip(img, 0.05, None))   # quantum noise grows with signal
-        stored = np.round(np.clip(img, 0, 1) * 3500 + 300).astype(np.uint16)
-        name, mask_name = f'images/{rid}.dcm', f'masks/{rid}.png'
-        write_dicom(stored, out / name, patient_id=pid, laterality='LR'[i % 2], view=('CC', 'MLO')[(i // 2) % 2],
-                    pixel_spacing_mm=pixel_spacing_mm, bits_stored=12, window=(2000, 3600), compress='rle')
-        Image.fromarray((info['mask'] * 255).astype(np.uint8)).save(out / mask_name)
-        rows.append(dict(roi_id=rid, patient_id=pid, image_path=name, x=round(float(cx), 1), y=round(float(cy), 1),
-                         radius=round(info['radius'], 1), label=labels[i], birads=birads[i], morphology=info['morphology'],
-                         distribution=info['distribution'], n_calcifications=info['n_calcifications'], density=round(density, 3),
-                         calc_mask_path=mask_name, view=('CC', 'MLO')[(i // 2) % 2], laterality='LR'[i % 2], **region.source))
-    table = pd.DataFrame(rows)
-    table.to_csv(out / 'labels.csv', index=False)
-    (out / 'trial.json').write_text(json.dumps(dict(generator='mcal.synth.make_trial', synthetic=True, seed=seed, n_rois=n_rois,
-        n_patients=n_patients, size=size, pixel_spacing_mm=pixel_spacing_mm, malignant_fraction=malignant_fraction, difficulty=difficulty,
-        size_shortcut=size_shortcut, reader_auc=reader_auc, reader_specificity=reader_specificity, paired=paired,
-        background=getattr(background, 'description', dict(kind=getattr(background, '__name__', repr(background))))), indent=2) + '\n')
-    (out / 'synth.json').write_text(json.dumps(dict(generator='mcal.synth.make_trial', synthetic=True, seed=seed), indent=2) + '\n')
-    return table
-
-# %% ../nbs/12_synth.ipynb #c026b
-def morphology_family(morphology) -> np.ndarray:
-    "'malignant' for a suspicious BI-RADS morphology, else 'benign': what a trial image shows, whatever the label."
-    return np.where(np.isin(np.asarray(morphology), SUSPICIOUS_MORPHOLOGIES), 'malignant', 'benign')
-
-def label_ceiling(table:pd.DataFrame) -> tuple[float, float, float]:
-    "The Bayes ceiling of a trial without `size_shortcut`: AUC (95 % CI) of the label scored by the morphology family."
-    from mcal.metrics import auc_ci
-    y = (table['label'] == 'malignant').values.astype(int)
-    return auc_ci(y, (morphology_family(table['morphology']) == 'malignant').astype(float))

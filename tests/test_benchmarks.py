@@ -109,3 +109,14 @@ def test_real_tissue_quick(tmp_path):
     assert {'cam', 'brightest spot (top-hat)', 'centred Gaussian', 'uniform random point'} <= set(loc['map'])
     assert set(loc.background) == {'power-law', 'real'}
     assert (tmp_path / 'real_tissue_examples_quick.png').stat().st_size > 10_000
+
+
+@pytest.mark.data
+def test_stage1_plain_quick(work, tmp_path):
+    "The plain PyTorch loop and mcal's stage1() on the same patients, scored and timed the same way."
+    _run('stage1_plain.py', '--work', str(work), '--results', str(tmp_path))
+    out = pd.read_csv(tmp_path / 'stage1_plain_quick.csv').set_index('arm')
+    assert {'plain loop', 'stage1() defaults'} == set(out.index) and (out.n == 60).all()
+    assert ((out.ci_low <= out.auc) & (out.auc <= out.ci_high)).all() and (out.epoch_s > 0).all() and (out.epochs == 1).all()
+    assert pd.notna(out.loc['plain loop', 'auc_difference'])         # the paired DeLong difference from stage1()'s defaults
+    assert out.loc['plain loop', 'compared_with'] == 'stage1() defaults'

@@ -8,7 +8,7 @@ import numpy as np, pandas as pd, pytest
 from PIL import Image
 from mcal.cli import main
 from mcal.dicom import read_mammogram
-from mcal.synth import TRIAL_SPACING_MM
+from mcal.trial import TRIAL_SPACING_MM
 from mcal.tissue import RealTissue, prepared_tissue, tissue_files, tissue_patient
 
 pytestmark = pytest.mark.data

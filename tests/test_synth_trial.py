@@ -6,7 +6,7 @@ import json, time
 from pathlib import Path
 import numpy as np, pandas as pd, pytest
 from PIL import Image
-from mcal.synth import make_trial, TRIAL_SPACING_MM
+from mcal.trial import make_trial, TRIAL_SPACING_MM
 from mcal.dicom import read_mammogram
 from mcal.metrics import auc_ci, binary_metrics
 from mcal.clinical import birads_score
