@@ -6,6 +6,9 @@ Targets (repeated, patient-grouped, stratified cross-validation; out-of-fold pro
 Arms, in one run, on the same folds:
   geometry   logistic regression on log(annotated radius): the annotation alone
   radiomics  logistic regression on hand-crafted patch features (intensity, top-hat spots, texture)
+  top-hat forest   mcal's model-free baseline (`mcal.radiomics.forest_scores`: white top-hat spots found in physical
+             units, spot and cluster morphology, a random forest), fitted on the same training folds; every model
+             arm carries its paired DeLong p against it (p_vs_forest)
   <backbone>/scratch, /imagenet, /inter-<set> (intermediate only), /dtl-<set> (ImageNet -> intermediate -> target)
 Intermediate sets: screening640 (whole images, cancer vs not, patient-grouped) and mias-other
 (mini-MIAS non-calcification lesions vs normal-tissue patches, from patients outside the target).
@@ -23,6 +26,7 @@ patient-bootstrap CI, per-repeat mean +- sd, N, wall time.
 
     python benchmarks/dtl_mias.py            # 35 min on 2 cores (after benchmarks/stage1_screening.py)
     python benchmarks/dtl_mias.py --quick    # a few minutes: fewer epochs, repeats and arms
+    python benchmarks/dtl_mias.py --baselines-only   # a minute: only the model-free rows, merged into the full run's results
 Writes benchmarks/results/dtl_mias.csv (one row per arm) and dtl_mias_oof.csv (out-of-fold predictions).
 """
 import argparse, json, time, warnings
@@ -36,9 +40,13 @@ from mcal.weights import get_backbone
 from mcal.learner import stage1
 from mcal.ensemble import cross_validate, member_probs
 from mcal.metrics import auc, auc_ci, delong_paired, patient_bootstrap
+from mcal.radiomics import forest_scores
+from mcal.core import atomic_write
 
 HERE = Path(__file__).parent
 RESULTS = HERE / 'results'
+FOREST = 'top-hat forest (mcal.radiomics)'
+FOV_MM = 25.6                                        # every patch's side, in every arm
 
 
 def radiomics_features(patch_paths):
@@ -70,6 +78,14 @@ def logistic_oof(X, table, folds):
         model = make_pipeline(StandardScaler(), LogisticRegression(C=1.0, max_iter=1000)).fit(X[tr], y[tr])
         col[va] = model.predict_proba(X[va])[:, 1]
     return pd.DataFrame({f'r{r}s0': v for r, v in per_repeat.items()})
+
+
+def forest_oof(table, folds, mm_per_pixel):
+    "Out-of-fold probabilities (one column per repeat) of mcal's top-hat forest (`mcal.radiomics.forest_scores`)."
+    per_repeat = {}
+    for repeat, fold, tr, va in folds:
+        per_repeat.setdefault(repeat, np.empty(len(table), dtype=object))[va] = fold
+    return pd.DataFrame({f'r{r}s0': forest_scores(table, table, mm_per_pixel, folds=names) for r, names in per_repeat.items()})
 
 
 def prior_corrected(cols, table, fold_list):
@@ -109,7 +125,32 @@ def summarise(target, arm, table, oof_cols, wall_s, fold_list, reference=None, n
     return row, prob
 
 
-def main(quick=False, work=HERE / 'work', size=128, folds=5, repeats=3, epochs=6, frozen=2, s1_epochs=4, resnext_repeats=1, learnt_stage1=None):
+def vs_forest(results:pd.DataFrame, oof:pd.DataFrame) -> pd.DataFrame:
+    "Each model arm's paired DeLong p against the top-hat forest on the same ROIs (`p_vs_forest`)."
+    results = results.copy()
+    for (target, arm), o in oof.groupby(['target', 'arm'], sort=False):
+        if arm == FOREST or '/' not in arm: continue
+        f = oof[(oof.target == target) & (oof.arm == FOREST)].set_index('roi_id').prob
+        if not len(f): continue
+        y = (o.label == 'malignant').values.astype(int)
+        results.loc[(results.target == target) & (results.arm == arm), 'p_vs_forest'] = round(delong_paired(y, o.prob.values, f.loc[o.roi_id].values)['p'], 4)
+    return results
+
+
+def merge_baselines(rows, oofs, path:Path, oof_path:Path):
+    "The baselines, recomputed on the full run's folds, in place of theirs in its results; the model rows are kept as they are."
+    old, old_oof, new, new_oof = pd.read_csv(path), pd.read_csv(oof_path), pd.DataFrame(rows), pd.concat(oofs, ignore_index=True)
+    new = new.assign(quick=False, total_wall_s=old.total_wall_s.iloc[0])   # the full run's wall time: these rows took seconds
+    key = lambda d: d.target + '|' + d.arm
+    out = pd.concat([old[~key(old).isin(key(new))], new], ignore_index=True)
+    order = out.target.map({'stage1': 0, 'calc': 1, 'lesions': 2}) * 10 + out.arm.map({'geometry (log radius)': 0, 'radiomics (11 features)': 1, FOREST: 2}).fillna(3)
+    out = out.iloc[np.argsort(order.values, kind='stable')]
+    oof = pd.concat([old_oof[~key(old_oof).isin(key(new_oof))], new_oof], ignore_index=True)
+    return vs_forest(out, oof), oof
+
+
+def main(quick=False, work=HERE / 'work', size=128, folds=5, repeats=3, epochs=6, frozen=2, s1_epochs=4, resnext_repeats=1, learnt_stage1=None,
+         baselines_only=False):
     if quick: repeats, epochs, frozen, s1_epochs, resnext_repeats, size, folds = 1, 1, 1, 1, 0, 64, 3
     t_start = time.time()
     data = shared_data_dir()
@@ -118,11 +159,11 @@ def main(quick=False, work=HERE / 'work', size=128, folds=5, repeats=3, epochs=6
     calc, lesions, inter_mias, off = mias_tables(data / 'mias')
     print(f'calc {len(calc)} ROIs ({calc.label.value_counts().to_dict()}), lesions {len(lesions)}, mias-other {len(inter_mias)} '
           f'({inter_mias.label.value_counts().to_dict()}); excluded off-breast: {list(off.roi_id)}', flush=True)
-    cut = lambda t, **kw: build_patches(t, cache, field_of_view_mm=25.6, size=size, progress=False, **kw).table
-    calc_p, lesions_p, inter_mias_p = cut(calc), (None if quick else cut(lesions)), (None if quick else cut(inter_mias))
+    cut = lambda t, **kw: build_patches(t, cache, field_of_view_mm=FOV_MM, size=size, progress=False, **kw).table
+    calc_p, lesions_p, inter_mias_p = cut(calc), (None if quick else cut(lesions)), (None if quick or baselines_only else cut(inter_mias))
     scr = load_folder_classes(data / 'screening640', label_map={'benign': 'no cancer', 'malignant': 'cancer'})
     if quick: scr = scr.groupby('label').sample(60, random_state=0).reset_index(drop=True)
-    scr_p = cut(scr)
+    scr_p = scr.iloc[:0] if baselines_only else cut(scr)    # the baselines need no intermediate set
     print(f'patches ready ({time.time() - t_start:.0f} s): screening640 {len(scr_p)}', flush=True)
 
     # Stage 1 runs, each reused by every target arm that starts from it
@@ -145,7 +186,7 @@ def main(quick=False, work=HERE / 'work', size=128, folds=5, repeats=3, epochs=6
         s1[name] = folder
     inter_sets = {'screening640': scr_p} if quick else {'mias-other': inter_mias_p, 'screening640': scr_p}
     lite, rx = 'tf_efficientnet_lite0', 'resnext50_32x4d'
-    for set_name, table in inter_sets.items():
+    for set_name, table in ({} if baselines_only else inter_sets).items():
         run_stage1(f'{lite}/inter-{set_name}', table, lite, None)
         if set_name == 'screening640' and learnt_stage1 and Path(learnt_stage1).exists():
             card = json.loads((Path(learnt_stage1) / 'config.json').read_text())['card']
@@ -170,6 +211,10 @@ def main(quick=False, work=HERE / 'work', size=128, folds=5, repeats=3, epochs=6
         rad_cols = logistic_oof(radiomics_features(table.patch_path).values, table, fold_list)
         r, p = summarise(target, 'radiomics (11 features)', table, rad_cols, time.time() - t0, fold_list, geo)
         rows.append(r); oofs.append(table[['roi_id', 'patient_id', 'label', 'radius']].assign(target=target, arm=r['arm'], prob=p))
+        t0 = time.time()
+        r, p = summarise(target, FOREST, table, forest_oof(table, fold_list, FOV_MM / size), time.time() - t0, fold_list, geo)
+        rows.append(r); oofs.append(table[['roi_id', 'patient_id', 'label', 'radius']].assign(target=target, arm=r['arm'], prob=p))
+        if baselines_only: continue
         arms = ([] if quick else [(f'{lite}/scratch', lite, None, None, n_rep, table)]) + [(f'{lite}/imagenet', lite, 'imagenet', None, n_rep, table)]
         for set_name in inter_sets:
             if target == 'lesions' and set_name == 'mias-other': continue      # it would contain the target lesions
@@ -199,13 +244,15 @@ def main(quick=False, work=HERE / 'work', size=128, folds=5, repeats=3, epochs=6
             bb_name, set_name = r['arm'].split('/dtl-')
             for other, col in ((f'{bb_name}/imagenet', 'p_vs_imagenet_only'), (f'{bb_name}/inter-{set_name}', 'p_vs_intermediate_only')):
                 if other in by_arm: r[col] = round(delong_paired(y, by_arm[r['arm']], by_arm[other])['p'], 4)
-    out = pd.DataFrame(rows)
-    out['total_wall_s'] = round(time.time() - t_start, 1)
-    out['quick'] = quick
     RESULTS.mkdir(parents=True, exist_ok=True)
     suffix = '_quick' if quick else ''
-    out.to_csv(RESULTS / f'dtl_mias{suffix}.csv', index=False)
-    pd.concat(oofs, ignore_index=True).to_csv(RESULTS / f'dtl_mias_oof{suffix}.csv', index=False)
+    path, oof_path = RESULTS / f'dtl_mias{suffix}.csv', RESULTS / f'dtl_mias_oof{suffix}.csv'
+    if baselines_only: out, oof = merge_baselines(rows, oofs, path, oof_path)
+    else:
+        oof = pd.concat(oofs, ignore_index=True)
+        out = vs_forest(pd.DataFrame(rows).assign(total_wall_s=round(time.time() - t_start, 1), quick=quick), oof)
+    atomic_write(path, out.to_csv(index=False))
+    atomic_write(oof_path, oof.to_csv(index=False))
     print(out[['target', 'arm', 'n', 'auc', 'ci_low', 'ci_high', 'boot_low', 'boot_high', 'auc_repeat_mean', 'auc_repeat_sd', 'wall_s']].to_string(index=False))
     print(f'total {time.time() - t_start:.0f} s; written {RESULTS / f"dtl_mias{suffix}.csv"}')
 
@@ -219,6 +266,9 @@ if __name__ == '__main__':
     ap.add_argument('--epochs', type=int, default=6)
     ap.add_argument('--stage1', default=str(HERE / 'work' / 'stage1' / 'lite0-320-defaults'),
                     help='the learnt ImageNet -> screening640 stage-1 folder (benchmarks/stage1_screening.py); trained here if missing')
+    ap.add_argument('--baselines-only', action='store_true',
+                    help="recompute the model-free rows (geometry, radiomics, top-hat forest) on the full run's folds, keep its model rows")
     a = ap.parse_args()
     RESULTS = Path(a.results)
-    main(quick=a.quick, work=a.work, repeats=a.repeats, epochs=a.epochs, learnt_stage1=None if a.quick else a.stage1)
+    main(quick=a.quick, work=a.work, repeats=a.repeats, epochs=a.epochs, learnt_stage1=None if a.quick else a.stage1,
+         baselines_only=a.baselines_only)

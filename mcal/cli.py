@@ -7,9 +7,9 @@ from __future__ import annotations
 import inspect, sys, warnings
 from contextlib import nullcontext
 from pathlib import Path
+from fastcore.meta import delegates
 from fastcore.script import anno_parser
 from .core import *
-from .roi import DEFAULT_FIELD_OF_VIEW_MM
 # fastai's layers call the deprecated `torch.jit.script` on import: a notice on every command no user can act on
 with warnings.catch_warnings():
     warnings.filterwarnings('ignore', message=r'`torch.jit.script` is deprecated', category=FutureWarning)
@@ -33,22 +33,31 @@ def _print_report(report:Path, end:str):
     "Print the report's text up to `end` (where its figures begin), then where the report is."
     print(report.read_text().split(end)[0].rstrip(), f'\nreport: {report}', sep='\n')
 
+# %% ../nbs/15_cli.ipynb #c004g
+_TYPES = {'str': str, 'int': int, 'float': float, 'bool': bool}   # the annotations, read as strings
+
+def _typed(f):
+    "`f` with the types its signature's annotations name, as `anno_parser` and `train_options` need them."
+    sig = inspect.signature(f)
+    f.__signature__ = sig.replace(parameters=[p.replace(annotation=_TYPES.get(p.annotation, p.annotation))
+                                              for p in sig.parameters.values()])
+    return f
+
 # %% ../nbs/15_cli.ipynb #c005
+@_typed
+@delegates(run_study, but='n_splits,progress,frozen_epochs,stage1_epochs,intermediate,intermediate_spacing_mm,'
+                          'split,lr,bs,seed,cams')    # the demo's command line stays short: these are `mcal train`'s
 def mcal_demo(data:str=None,            # study folder with labels.csv, or its CSV (default: data_samples/)
               out:str='mcal_report',     # report folder
-              field_of_view_mm:float=DEFAULT_FIELD_OF_VIEW_MM, # patch side in mm
-              size:int=128,              # patch side in pixels
-              backbone:str='tf_efficientnet_lite0', # e.g. resnext50_32x4d (needs ImageNet weights: see README)
               weights:str='imagenet',    # 'imagenet', 'none' (random start) or a weights file
-              epochs:int=12,             # stage-2 unfrozen epochs
               folds:int=3,               # stage-2 patient-grouped folds, one ensemble member each
-              device:str='auto',         # where to train: auto (CUDA when present), cpu, cuda or cuda:N
               train:bool=True,           # train the two stages (--no-train: only ingest and cut patches)
-              quiet:bool=False):         # no progress output
+              quiet:bool=False,          # no progress output
+              **kwargs):
     "Run the method on a study (default: data_samples/): two stages, ensemble, metrics against the reader, Grad-CAM, report."
     with OutputFolder(out, 'train', [data]):                # one run at a time, from training to its report
-        run = run_study(data, out, field_of_view_mm, size, backbone, _weights_arg(weights),
-                        epochs=epochs, n_splits=folds, device=device, train=train, progress=not quiet)
+        run = run_study(data, out, weights=_weights_arg(weights), n_splits=folds, train=train, progress=not quiet,
+                        **kwargs)
         report = write_study_report(run)
     if not quiet: _print_report(report, '![contact sheet]')
     return run
@@ -64,38 +73,23 @@ def _check_train_options(o:dict):
 # %% ../nbs/15_cli.ipynb #c005e
 def _run_training(o:dict):
     "`run_study` with `mcal train`'s resolved options."
-    return run_study(o['data'], o['out'], o['field_of_view_mm'], o['size'], o['backbone'], _weights_arg(o['weights']),
-                     epochs=o['epochs'], frozen_epochs=o['frozen_epochs'], stage1_epochs=o['stage1_epochs'],
-                     intermediate=o['intermediate'], intermediate_spacing_mm=o['intermediate_spacing_mm'],
-                     n_splits=o['folds'], split=o['split'], lr=o['lr'], bs=o['bs'], seed=o['seed'],
-                     device=o['device'], cams=o['cams'], progress=not o['quiet'])
+    study = {k: v for k, v in o.items() if k not in ('weights', 'folds', 'quiet')}
+    return run_study(**study, weights=_weights_arg(o['weights']), n_splits=o['folds'], progress=not o['quiet'])
 
 # %% ../nbs/15_cli.ipynb #c005f
+@_typed
+@delegates(run_study, but='n_splits,progress,train')
 def mcal_train(data:str=None,           # target study: folder with labels.csv, or its CSV
-               # intermediate set (study CSV/folder, mini-MIAS, CBIS-DDSM, class folders) or stage-1 model folder;
-               # default: the study's own whole images
-               intermediate:str=None,
-               intermediate_spacing_mm:float=None, # pixel spacing of intermediate images that state none (CBIS-DDSM's DICOMs)
                out:str='mcal_train',    # output folder: models/ (with train.toml), predictions.csv, results.csv, report.md
                config:str=None,         # TOML file with any of these options (options typed here win)
-               field_of_view_mm:float=DEFAULT_FIELD_OF_VIEW_MM, # patch side in mm
-               size:int=128,            # patch side in pixels
-               backbone:str='tf_efficientnet_lite0', # e.g. resnext50_32x4d (needs ImageNet weights: see README)
                weights:str='imagenet',  # 'imagenet', 'none' (random start) or a weights file
-               stage1_epochs:int=3,     # stage-1 epochs on the intermediate set
-               epochs:int=12,           # stage-2 unfrozen epochs
-               frozen_epochs:int=2,     # stage-2 head-only epochs
-               lr:float=1e-3,           # stage-2 peak learning rate (stage 1: twice this)
-               bs:int=16,               # batch size
                folds:int=3,             # stage-2 patient-grouped folds, one ensemble member each
-               # 'paper': a held-out patient-grouped 24 % test set; 'cv': every ROI trains and is evaluated out of fold
-               split:str='paper',
-               seed:int=0,              # split, folds and training seed
-               device:str='auto',       # where to train: auto (CUDA when present), cpu, cuda or cuda:N
                cams:bool=True,          # Grad-CAM overlays of the test ROIs (--no-cams: off)
-               quiet:bool=False):       # no progress output
+               quiet:bool=False,        # no progress output
+               **kwargs):
     "Train the method on a study with a named intermediate set: stage 1, ensemble, test metrics, report; options also from a TOML file."
-    o = _run_options(config, {k: v for k, v in locals().items() if k != 'config'})
+    given = {k: v for k, v in locals().items() if k not in ('config', 'kwargs')} | kwargs
+    o = _run_options(config, given)
     _check_train_options(o)                                  # fail before anything is written
     # under torchrun, rank 0 owns the folder
     with OutputFolder(o['out'], 'train', [o['data'], o['intermediate']]) if main_process() else nullcontext():
@@ -119,8 +113,6 @@ def _read_toml(path) -> dict:
     except tomllib.TOMLDecodeError as e: raise MCalError(f'{path}: not valid TOML ({e})') from None
 
 # %% ../nbs/15_cli.ipynb #c007b
-_TYPES = {'str': str, 'int': int, 'float': float, 'bool': bool}   # the annotations, read as strings
-
 def _option_value(config, key:str, value, annotation):
     "A config file's `value` as its option's type; `MCalError` naming the file when it is of another (an int is a float)."
     kind = annotation if isinstance(annotation, type) else _TYPES.get(annotation, str)
@@ -136,14 +128,16 @@ def train_options(config,               # a TOML file, or None
                  ) -> dict:
     "`mcal train`'s options: the defaults, then the config file's, then those given that differ from the defaults."
     sig = inspect.signature(mcal_train).parameters
-    defaults = {k: p.default for k, p in sig.items() if k != 'config'}
-    typed = {k: v for k, v in given.items() if k in defaults and v != defaults[k]}
+    default = {k: p.default for k, p in sig.items() if k != 'config'}
+    unknown = sorted(set(given) - set(default))
+    if unknown: raise OptionError(f'unknown option(s) {", ".join(unknown)} (options: {", ".join(default)})')
+    typed = {k: v for k, v in given.items() if v != default[k]}
     from_file = {}
     for k, v in (_read_toml(config) if config else {}).items():
         key = k.replace('-', '_')
-        if key not in defaults: raise MCalError(f'{config}: unknown option {k!r} (options: {", ".join(defaults)})')
+        if key not in default: raise MCalError(f'{config}: unknown option {k!r} (options: {", ".join(default)})')
         from_file[key] = _option_value(config, k, v, sig[key].annotation)
-    return {**defaults, **from_file, **typed}
+    return {**default, **from_file, **typed}
 
 # %% ../nbs/15_cli.ipynb #c007e
 def save_options(options:dict,   # resolved options (from `train_options`)
@@ -185,12 +179,14 @@ def mcal_predict(model:str,             # saved model folder, folder of members,
     return pred
 
 # %% ../nbs/15_cli.ipynb #c005j
-def mcal_evaluate(predictions:str,     # predictions CSV (roi_id, patient_id, label, prob or score, optional birads), or a folder of CBIS-DDSM case CSVs
+def mcal_evaluate(# predictions CSV (roi_id, patient_id, label, prob or score, optional birads), or a folder of
+                  # CBIS-DDSM case CSVs
+                  predictions:str,
                   out:str='mcal_evaluation', # output folder
                   score_col:str=None,    # the score column (default: prob, else score)
                   # the model's operating threshold (default: the CSV's threshold column, which mcal writes, else 0.5)
                   threshold:float=None,
-                  n_boot:int=1000,       # patient-bootstrap resamples
+                  n_boot:int=defaults.n_boot, # patient-bootstrap resamples
                   quiet:bool=False):     # no summary output
     "Evaluate a predictions table: the paper's table, ROC, calibration, decision curve, benign biopsies avoided."
     check_output(out, 'evaluate', inputs=[predictions])      # a folder that cannot take the report is refused before the work

@@ -79,7 +79,7 @@ def results_table(labels, model_scores,
                   patient_ids=None,
                   threshold=0.5,           # a float, an `OperatingPoint` fitted on validation data, or one per case
                   zero='exclude',          # BI-RADS 0 handling, see `birads_score`
-                  n_boot=1000, seed=0,
+                  n_boot=defaults.n_boot, seed=0,
                   min_boot_patients=30     # fewer patients (or none given): Wilson intervals instead of the bootstrap
                  ) -> pd.DataFrame:
     "The paper's table: model (every case) vs reader (cases with a BI-RADS), counts, CIs, paired DeLong p and each row's N."
@@ -124,7 +124,7 @@ def reader_points(labels, reader_birads, zero='exclude') -> pd.DataFrame:
 
 # %% ../nbs/10b_clinical.ipynb #c046
 def reader_analysis(table:pd.DataFrame,  # ROI table with `label`, `birads`, `patient_id`
-                    zero='exclude', n_boot=1000, seed=0) -> dict:
+                    zero='exclude', n_boot=defaults.n_boot, seed=0) -> dict:
     "The reader's BI-RADS against truth: N, AUC [CI], and the BI-RADS ≥ 4 operating point with patient-bootstrap CIs."
     missing = {'label', 'birads', 'patient_id'} - set(table.columns)
     if missing: raise AnnotationError(f'reader_analysis needs column(s) {sorted(missing)} in the ROI table')
@@ -167,7 +167,7 @@ def biopsies_avoided(labels,            # truth of biopsied cases (benign/malign
                      model_scores,      # the model's scores
                      reader_birads,     # the reader's BI-RADS per case
                      patient_ids=None,  # for the patient bootstrap (None: each case its own patient)
-                     zero='exclude', n_boot=1000, seed=0) -> dict:
+                     zero='exclude', n_boot=defaults.n_boot, seed=0) -> dict:
     "Benign biopsies the model avoids per 100 cases at the reader's BI-RADS ≥ 4 sensitivity (or more), patient-bootstrap CI."
     y = as_binary(labels)
     s = as_scores(model_scores, len(y), 'model scores')

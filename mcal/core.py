@@ -8,12 +8,13 @@ import json, os, re, shutil, sys, time, traceback
 from dataclasses import dataclass, field
 from pathlib import Path
 import pandas as pd
-from fastcore.basics import patch
+from fastcore.basics import patch, defaults
 
 # %% auto #0
 __all__ = ['OUTPUT_MARKER', 'OUTPUT_KINDS', 'MCalError', 'ImageFileError', 'DicomError', 'AnnotationError', 'LabelError',
            'SplitLeakError', 'WeightsError', 'OutputError', 'OptionError', 'check_option', 'BatchResult', 'run_batch',
-           'NotebookFigure', 'resolve_device', 'gpu_precision', 'atomic_write', 'check_output', 'OutputFolder']
+           'NotebookFigure', 'resolve_device', 'gpu_precision', 'atomic_write', 'check_output', 'OutputFolder',
+           'defaults']
 
 # %% ../nbs/00_core.ipynb #c006
 class MCalError(Exception):
@@ -69,6 +70,13 @@ def check_option(name:str,        # the option, as the user typed it (e.g. 'fiel
         expected = 'a whole number' if integer else 'a number'
         raise OptionError(f'--{name.replace("_", "-")} {shown}: expected {expected}{" " + rng if rng else ""}')
     return int(value) if integer else value
+
+# %% ../nbs/00_core.ipynb #c007n
+defaults.field_of_view_mm = 25.6              # patch side in mm
+defaults.patch_size = 128                     # patch side in pixels: the network's input
+defaults.backbone = 'tf_efficientnet_lite0'   # a name in `mcal.weights.BACKBONES`
+defaults.n_boot = 1000                        # patient-bootstrap resamples of a confidence interval
+_all_ = ['defaults']                          # fastcore's namespace, the one fastai's `defaults.lr` lives on
 
 # %% ../nbs/00_core.ipynb #c009
 @dataclass

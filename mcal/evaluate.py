@@ -161,7 +161,7 @@ def _decision_for(t:pd.DataFrame, reader, calibrated:bool) -> pd.DataFrame|None:
 def evaluate_predictions(path,              # predictions CSV (mcal's or any tool's), or a folder of CBIS-DDSM case CSVs
                          score_col=None,    # the score column (default: prob, else score)
                          threshold=None,    # the operating threshold; None: the CSV's complete `threshold` column, else 0.5
-                         n_boot=1000, seed=0) -> Evaluation:
+                         n_boot=defaults.n_boot, seed=0) -> Evaluation:
     "The paper's table, calibration, decision curve and biopsies avoided for a predictions table."
     check_option('n_boot', n_boot, 1, integer=True)
     t, skipped = read_predictions(path, score_col)

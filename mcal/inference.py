@@ -32,8 +32,9 @@ def export_onnx(model:nn.Module,   # an mcal model (copied; the original is unto
     def export(tmp):
         with warnings.catch_warnings(), torch.no_grad():
             warnings.simplefilter('ignore')
-            torch.onnx.export(net, (torch.zeros(1, 3, size, size),), str(tmp), dynamo=False, input_names=['patches'], output_names=['logits'],
-                              dynamic_axes={'patches': {0: 'n'}, 'logits': {0: 'n'}}, opset_version=17)
+            torch.onnx.export(net, (torch.zeros(1, 3, size, size),), str(tmp), dynamo=False, input_names=['patches'],
+                              output_names=['logits'], dynamic_axes={'patches': {0: 'n'}, 'logits': {0: 'n'}},
+                              opset_version=17)
     return atomic_write(path, export)
 
 class OnnxModel:
@@ -43,7 +44,8 @@ class OnnxModel:
         import onnxruntime as ort
         self.path = Path(path)
         self.session = ort.InferenceSession(str(path), providers=['CPUExecutionProvider'])
-    def __call__(self, x:np.ndarray) -> np.ndarray: return self.session.run(['logits'], {'patches': np.ascontiguousarray(x, np.float32)})[0]
+    def __call__(self, x:np.ndarray) -> np.ndarray:
+        return self.session.run(['logits'], {'patches': np.ascontiguousarray(x, np.float32)})[0]
 
 def onnx_available() -> bool:
     "Whether ONNX Runtime can be imported here."
@@ -63,7 +65,7 @@ def save_model(model:nn.Module,   # an `RoiModel` (or a learner, whose `.model` 
     from safetensors.torch import save_file
     if config is None: model, config = model.model, model.config       # a learner from `roi_learner`
     folder = Path(folder)
-    if not main_process(): distrib_barrier(); return folder                     # a distributed run: rank 0 writes, the others wait for it
+    if not main_process(): distrib_barrier(); return folder      # a distributed run: rank 0 writes, the others wait
     folder.mkdir(parents=True, exist_ok=True)
     sd = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     cfg = dict(plain(config), mcal_version=mcal.__version__, torch_version=torch.__version__, format=FORMAT,
@@ -73,8 +75,10 @@ def save_model(model:nn.Module,   # an `RoiModel` (or a learner, whose `.model` 
         for f in folder.glob('model*.onnx'): f.unlink()            # never leave an ONNX file of other weights beside these
     else:
         try: export_onnx(model, folder / 'model.onnx', cfg.get('patch_size') or 64)
-        except Exception as e:                                       # the PyTorch weights stay usable; say why there is no ONNX file
-            import warnings; warnings.warn(f'{folder}: ONNX export failed ({type(e).__name__}: {str(e)[:200]}); model.onnx not written, PyTorch inference only')
+        except Exception as e:        # the PyTorch weights stay usable; say why there is no ONNX file
+            import warnings
+            warnings.warn(f'{folder}: ONNX export failed ({type(e).__name__}: {str(e)[:200]}); model.onnx not written, '
+                          'PyTorch inference only')
             for f in folder.glob('model*.onnx'): f.unlink()
     atomic_write(folder / 'config.json', json.dumps(cfg, indent=1, default=str))   # written last: its presence means finished
     distrib_barrier()
@@ -106,14 +110,17 @@ def file_digest(path, n=16) -> str:
 
 # %% ../nbs/07_inference.ipynb #c008d
 def load_model(folder,
-               engine='torch'             # 'torch'; 'onnx' (ONNX Runtime; an error if impossible); 'auto' (ONNX when model.onnx and onnxruntime exist)
+               # 'torch'; 'onnx' (ONNX Runtime; an error if impossible); 'auto' (ONNX when model.onnx and
+               # onnxruntime exist)
+               engine='torch'
               ) -> tuple[nn.Module|OnnxModel, dict]:
     "The model (in eval mode) and config saved in `folder` by `save_model`."
     cfg = read_config(folder)
     if engine not in ('torch', 'onnx', 'auto'): raise MCalError(f'engine {engine!r}: torch, onnx or auto')
     onnx_file = Path(folder) / 'model.onnx'
     if engine == 'onnx' and not onnx_available(): raise MCalError('engine onnx needs ONNX Runtime: pip install onnxruntime')
-    if engine == 'onnx' and not onnx_file.exists(): raise WeightsError(f'{folder}: no model.onnx (saved by an older mcal?); use engine torch')
+    if engine == 'onnx' and not onnx_file.exists():
+        raise WeightsError(f'{folder}: no model.onnx (saved by an older mcal?); use engine torch')
     if engine != 'torch' and onnx_file.exists() and onnx_available(): return OnnxModel(onnx_file), cfg
     model = roi_model(cfg['backbone'], len(cfg['classes']), weights=None, head=cfg.get('head', 'fastai'))
     sd = read_state_dict(Path(folder) / 'model.safetensors')
@@ -142,7 +149,7 @@ def reusable(folder,                # a model folder
     diff = request_diff(read_config(folder).get('request'), request)
     if not diff: return True
     if on_mismatch == 'retrain':
-        distrib_barrier()                                      # a distributed run: every process has read the folder before rank 0 deletes it
+        distrib_barrier()           # a distributed run: every process has read the folder before rank 0 deletes it
         if main_process(): shutil.rmtree(folder)
         distrib_barrier(); return False
     shown = '; '.join(f'{k}: {a!r} there, {b!r} asked' for k, (a, b) in list(diff.items())[:6])

@@ -8,7 +8,6 @@ from dataclasses import dataclass
 from pathlib import Path
 import pandas as pd
 from .core import *
-from .roi import DEFAULT_FIELD_OF_VIEW_MM
 from .datasets import load_csv, usable
 from .data import build_patches, skipped_items
 
@@ -35,7 +34,8 @@ class Ingested:
 
 def ingest(data,                     # study folder (labels.csv) or CSV
            cache,                    # patch cache folder
-           field_of_view_mm=DEFAULT_FIELD_OF_VIEW_MM, size=128,
+           field_of_view_mm=defaults.field_of_view_mm, # patch side in mm
+           size=defaults.patch_size, # patch side in pixels
            require_labels=True,      # False: ROIs to predict, labels optional
            progress=True) -> Ingested:
     "Validate the study's CSV and cut its patches; report what was skipped."

@@ -8,8 +8,8 @@ from dataclasses import dataclass
 from pathlib import Path
 import pandas as pd
 from .core import *
-from .roi import DEFAULT_FIELD_OF_VIEW_MM
-from .datasets import load_csv, usable, load_mias, flag_off_breast, mias_other_task, load_cbis_ddsm, load_folder_classes
+from .datasets import (load_csv, usable, load_mias, flag_off_breast, mias_other_task, load_cbis_ddsm,
+                           load_folder_classes)
 from .data import build_patches, grouped_cv, patch_dataloaders, whole_image_task, skipped_items
 from .weights import get_backbone
 from .inference import read_config
@@ -35,7 +35,8 @@ class Intermediate:
         "What stage 1 learns from, in words (for logs, the model card and the report)."
         if self.kind == 'model':
             cfg = read_config(self.source)
-            return f'stage-1 model {self.source} ({cfg["backbone"]}, {(cfg.get("card") or {}).get("data") or " vs ".join(cfg["classes"])})'
+            data = (cfg.get('card') or {}).get('data') or ' vs '.join(cfg['classes'])
+            return f'stage-1 model {self.source} ({cfg["backbone"]}, {data})'
         p = self.patches
         return (f'{self.kind} {self.source}: {len(p)} {"whole images" if (p.roi_shape == "image").all() else "ROIs"} of '
                 f'{p.patient_id.nunique()} patients, {self.classes[1]} vs {self.classes[0]}')
@@ -46,42 +47,49 @@ def check_patients_apart(table:pd.DataFrame,  # intermediate rows with `patient_
                          source):             # the intermediate set's path, named in the error
     "Raise `AnnotationError` naming them if intermediate rows belong to the study's test patients (same patient id)."
     shared = sorted(set(table.patient_id.dropna().astype(str)) & set(pd.Series(list(test_patients)).astype(str)))
-    if shared: raise AnnotationError(f'{source}: {len(shared)} patient(s) of the intermediate set are test patients of the study '
-                                     f'({", ".join(shared[:5])}{", ..." if len(shared) > 5 else ""}): stage 1 would see the test set; '
-                                     'remove them from the intermediate set')
+    if not shared: return
+    raise AnnotationError(f'{source}: {len(shared)} patient(s) of the intermediate set are test patients of the study '
+                          f'({", ".join(shared[:5])}{", ..." if len(shared) > 5 else ""}): stage 1 would see the test '
+                          'set; remove them from the intermediate set')
 
 # %% ../nbs/13_intermediate.ipynb #c012e
 def _read_intermediate(src:Path, test_patients) -> tuple[str, pd.DataFrame]:
     "The adapter `src`'s layout calls for, and its ROI table (mini-MIAS: the study's test patients left out, as `mias_other_task` does)."
-    if src.suffix.lower() == '.csv' or (src / 'labels.csv').exists() or (src / 'rois.csv').exists(): return 'study', load_csv(study_csv(src), whole_images=True)
-    if (src / 'Info.txt').exists(): return 'mini-MIAS', mias_other_task(flag_off_breast(load_mias(src)), exclude_patients=list(test_patients))
+    if src.suffix.lower() == '.csv' or (src / 'labels.csv').exists() or (src / 'rois.csv').exists():
+        return 'study', load_csv(study_csv(src), whole_images=True)
+    if (src / 'Info.txt').exists():
+        return 'mini-MIAS', mias_other_task(flag_off_breast(load_mias(src)), exclude_patients=list(test_patients))
     if src.is_dir() and any(src.glob('*case_description*.csv')): return 'CBIS-DDSM', load_cbis_ddsm(src, tcia_root=src)
     if src.is_dir() and sum(d.is_dir() for d in src.iterdir()) >= 2: return 'class folders', load_folder_classes(src)
-    raise AnnotationError(f'{src}: not an intermediate set mcal can read (a study CSV or folder with labels.csv, a mini-MIAS folder with '
-                          'Info.txt, a CBIS-DDSM folder with case CSVs, a folder with one sub-folder per class, or a stage-1 model folder)')
+    raise AnnotationError(f'{src}: not an intermediate set mcal can read (a study CSV or folder with labels.csv, a '
+                          'mini-MIAS folder with Info.txt, a CBIS-DDSM folder with case CSVs, a folder with one '
+                          'sub-folder per class, or a stage-1 model folder)')
 
 # %% ../nbs/13_intermediate.ipynb #c012g
 def load_intermediate(source,                  # see above: study, mini-MIAS, CBIS-DDSM, class folders, or a model folder
                       cache,                   # patch cache folder
-                      field_of_view_mm=DEFAULT_FIELD_OF_VIEW_MM, # ROI patches' side in mm (whole images are resized whole)
-                      size=128,                # patch side in pixels
+                      field_of_view_mm=defaults.field_of_view_mm, # ROI patches' side in mm (whole images resized whole)
+                      size=defaults.patch_size, # patch side in pixels
                       test_patients=(),        # the study's test patients: refused if the set holds any of them
                       pixel_spacing_mm=None,   # spacing of images whose files and rows give none (CBIS-DDSM's DICOMs)
                       progress=True) -> Intermediate:
     "Read an intermediate set for stage 1 through its adapter, refuse test patients, and cut its patches."
     src = Path(source)
     if not src.exists(): raise AnnotationError(f'{src}: intermediate set not found')
-    if (src / 'config.json').exists() and (src / 'model.safetensors').exists():   # a stage-1 model: refused if it learnt from test patients
-        learnt_from = (read_config(src).get('card') or {}).get('patients')      # mcal records them; another tool's model is taken on trust
+    if (src / 'config.json').exists() and (src / 'model.safetensors').exists():
+        # a stage-1 model: refused if it learnt from test patients (mcal records them; another tool's is taken on trust)
+        learnt_from = (read_config(src).get('card') or {}).get('patients')
         if learnt_from: check_patients_apart(pd.DataFrame(dict(patient_id=learnt_from)), test_patients, src)
         return Intermediate(src, 'model')
     kind, table = _read_intermediate(src, test_patients)
     check_patients_apart(usable(table), test_patients, src)
-    res = build_patches(usable(table), cache, field_of_view_mm=field_of_view_mm, size=size, pixel_spacing_mm=pixel_spacing_mm, progress=progress)
+    res = build_patches(usable(table), cache, field_of_view_mm=field_of_view_mm, size=size,
+                        pixel_spacing_mm=pixel_spacing_mm, progress=progress)
     labels = sorted(res.table.label.astype(str).unique(), key=lambda c: (c.lower() not in NEGATIVE_CLASSES, c))
     skipped = skipped_items(table, res)
     if len(labels) != 2:
-        why = f'; {len(skipped)} of {len(table)} rows skipped, e.g. {skipped.item.iloc[0]}: {skipped.reason.iloc[0]}' if len(skipped) else ''
+        why = (f'; {len(skipped)} of {len(table)} rows skipped, e.g. {skipped.item.iloc[0]}: {skipped.reason.iloc[0]}'
+               if len(skipped) else '')
         raise AnnotationError(f'{src}: stage 1 needs two classes, the usable rows have {labels}{why}')
     return Intermediate(src, kind, res.table, labels, skipped)
 
@@ -94,7 +102,8 @@ def stage1_loaders(patches:pd.DataFrame, # cut patches of the intermediate set, 
                    device='auto'):
     "DataLoaders of an intermediate task, a patient-grouped quarter held out for validation."
     _, _, _, va = grouped_cv(patches, n_splits=min(4, patches.patient_id.nunique()), seed=seed)[0]
-    return patch_dataloaders(patches, va, bs=bs, vocab=list(classes), stats=get_backbone(backbone).stats, seed=seed, device=device)
+    return patch_dataloaders(patches, va, bs=bs, vocab=list(classes), stats=get_backbone(backbone).stats, seed=seed,
+                             device=device)
 
 # %% ../nbs/13_intermediate.ipynb #c010c
 def stage1_task(patches:pd.DataFrame, # the study's ROI rows (with `image_path`, `patient_id`, `label`)

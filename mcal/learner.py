@@ -13,8 +13,8 @@ import torch
 from fastai.vision.all import Learner, CrossEntropyLossFlat, accuracy, OptimWrapper, Normalize, set_seed
 from fastai.callback.channelslast import ChannelsLast
 from fastai.callback.fp16 import MixedPrecision, AMPMode
+from fastcore.meta import delegates
 from .core import *
-from .roi import DEFAULT_FIELD_OF_VIEW_MM
 from .weights import get_backbone, roi_model, roi_splitter, read_state_dict
 from fastai.torch_core import num_distrib
 from .distributed import DataParallel, main_process
@@ -48,21 +48,26 @@ def class_weights(dls # DataLoaders whose training labels are counted
                  ) -> torch.Tensor:
     "Loss weights n / (k · n_class) from the training labels: each class weighs as much as the others in total."
     counts = np.bincount([int(y) for y in dls.train_ds.tls[1]], minlength=dls.c).astype(float)
-    if (counts == 0).any(): raise MCalError(f'class(es) {[c for c, n in zip(dls.vocab, counts) if not n]} have no training rows: nothing to balance')
+    if (counts == 0).any():
+        missing = [c for c, n in zip(dls.vocab, counts) if not n]
+        raise MCalError(f'class(es) {missing} have no training rows: nothing to balance')
     return torch.tensor(counts.sum() / (len(counts) * counts), dtype=torch.float32, device=getattr(dls, 'device', None))
 
 # %% ../nbs/08_learner.ipynb #c007
+@delegates(Learner, but='loss_func,opt_func,splitter')
 def roi_learner(dls,                          # fastai DataLoaders, e.g. from `patch_dataloaders`
-                backbone='resnext50_32x4d',   # a name in `BACKBONES`
+                backbone=defaults.backbone,   # a name in `BACKBONES`
                 weights='imagenet',           # 'imagenet', None (random, explicitly) or a weights file
-                field_of_view_mm=DEFAULT_FIELD_OF_VIEW_MM, # the patches' side in mm, kept in the saved config
-                bf16='auto',                  # CPU bf16 autocast: 'auto' (native bf16 and measured faster), True or False; on a GPU, mixed precision instead
+                field_of_view_mm=defaults.field_of_view_mm, # the patches' side in mm, kept in the saved config
+                # CPU bf16 autocast: 'auto' (native bf16 and measured faster), True or False; on a GPU, mixed precision
+                bf16='auto',
                 channels_last=True,           # fastai's channels-last memory format
                 metrics=None,                 # default: AUC and accuracy
                 seed=None,                    # seed everything before the new head is initialised
                 balanced=False,               # weight the loss by inverse class frequency of the training set
                 head='fastai',                # the new head: 'fastai' or 'linear' (`roi_model`)
-                cbs=None, **kwargs) -> RoiLearner:
+                cbs=None,                     # callbacks besides mcal's (channels-last, bf16, mixed precision)
+                **kwargs) -> RoiLearner:
     "A frozen learner for ROI classification on `backbone`, with four parameter groups."
     bb = get_backbone(backbone)
     stats = dls_stats(dls)
@@ -73,13 +78,16 @@ def roi_learner(dls,                          # fastai DataLoaders, e.g. from `p
     model = roi_model(bb, dls.c, weights, head)
     size = int(dls.train_ds[0][0].shape[-1]) if len(dls.train_ds) else None
     use_bf16 = _use_bf16(bf16, model, dls, size, bb.name)
-    amp = gpu_precision(getattr(dls, 'device', None) or 'cpu')     # fastai's mixed precision on a GPU: bf16 where supported, else fp16
+    # fastai's mixed precision on a GPU: bf16 where supported, else fp16
+    amp = gpu_precision(getattr(dls, 'device', None) or 'cpu')
     cbs = list(cbs or []) + ([ChannelsLast()] if channels_last else []) + ([BF16Autocast()] if use_bf16 else []) + \
           ([MixedPrecision(amp_mode=AMPMode(amp))] if amp else [])
     config = dict(backbone=bb.name, classes=[str(c) for c in dls.vocab], stats=[list(bb.stats[0]), list(bb.stats[1])],
                   weights=weights if weights in ('imagenet', None) else str(weights),
-                  field_of_view_mm=field_of_view_mm, patch_size=size, head=head, bf16=use_bf16, precision=amp or ('bf16' if use_bf16 else 'fp32'), history=[])
-    learn = RoiLearner(dls, model, config, loss_func=CrossEntropyLossFlat(weight=class_weights(dls) if balanced else None), splitter=roi_splitter,
+                  field_of_view_mm=field_of_view_mm, patch_size=size, head=head, bf16=use_bf16,
+                  precision=amp or ('bf16' if use_bf16 else 'fp32'), history=[])
+    loss_func = CrossEntropyLossFlat(weight=class_weights(dls) if balanced else None)
+    learn = RoiLearner(dls, model, config, loss_func=loss_func, splitter=roi_splitter,
                        opt_func=partial(OptimWrapper, opt=torch.optim.AdamW),
                        metrics=metrics if metrics is not None else [malignant_auc(), accuracy], cbs=cbs, **kwargs)
     learn.freeze()
@@ -102,7 +110,9 @@ def data_fingerprint(dls) -> str:
     h = hashlib.sha1()
     for dl in (dls.train, dls.valid):
         items = dl.items
-        rows = sorted(zip(items.patch_path.map(lambda p: Path(p).name), items.label.astype(str))) if hasattr(items, 'patch_path') else sorted(map(str, items))
+        if hasattr(items, 'patch_path'):
+            rows = sorted(zip(items.patch_path.map(lambda p: Path(p).name), items.label.astype(str)))
+        else: rows = sorted(map(str, items))
         h.update(json.dumps(rows).encode()); h.update(b'|')
     return h.hexdigest()[:16]
 
@@ -120,12 +130,13 @@ def fine_tune(learn:Learner,          # from `roi_learner` or `transfer`
     if seed is not None:
         set_seed(seed, reproducible=True)
         for i, dl in enumerate(learn.dls.loaders): dl.rng = random.Random(seed + i)   # fastai loaders shuffle with their own RNG
-    request = dict(request or {}, backbone=learn.config['backbone'], classes=learn.config['classes'], data=data_fingerprint(learn.dls),
-                   epochs=epochs, lr=lr, frozen_epochs=frozen_epochs, lr_mult=lr_mult, seed=seed)
+    request = dict(request or {}, backbone=learn.config['backbone'], classes=learn.config['classes'],
+                   data=data_fingerprint(learn.dls), epochs=epochs, lr=lr, frozen_epochs=frozen_epochs, lr_mult=lr_mult, seed=seed)
     done = resume_point(checkpoint_dir, request) or dict(phase='frozen', epochs_done=0)
     resumed = dict(done) if done['epochs_done'] or done['phase'] == 'unfrozen' else None
     if resumed and main_process():                          # on screen even for a silent member: the user should know
-        warnings.warn(f'resuming {checkpoint_dir}: {resumed["epochs_done"]} {resumed["phase"]} epoch(s) of this request already done', stacklevel=2)
+        warnings.warn(f'resuming {checkpoint_dir}: {resumed["epochs_done"]} {resumed["phase"]} epoch(s) of this '
+                      'request already done', stacklevel=2)
     ck = lambda phase: [EpochCheckpoint(checkpoint_dir, phase, request)] if checkpoint_dir else []
     if num_distrib() > 1: cbs = list(cbs or []) + [DataParallel(learn.dls.device)]   # under torchrun: Accelerate's DDP
     if done['phase'] == 'frozen' and frozen_epochs and done['epochs_done'] < frozen_epochs:
@@ -139,7 +150,8 @@ def fine_tune(learn:Learner,          # from `roi_learner` or `transfer`
     learn.unfreeze()
     if done['epochs_done']: load_checkpoint(learn, checkpoint_dir)
     if done['epochs_done'] < epochs:
-        learn.fit_one_cycle(epochs, slice(lr / 2 / lr_mult, lr / 2), cbs=ck('unfrozen') + list(cbs or []), start_epoch=done['epochs_done'])
+        learn.fit_one_cycle(epochs, slice(lr / 2 / lr_mult, lr / 2), cbs=ck('unfrozen') + list(cbs or []),
+                            start_epoch=done['epochs_done'])
     if checkpoint_dir: write_progress(checkpoint_dir, 'unfrozen', epochs, request)
     learn.config['history'].append(dict(epochs=epochs, frozen_epochs=frozen_epochs, lr=lr, lr_mult=lr_mult,
                                         n_train=len(learn.dls.train_ds), classes=learn.config['classes'], resumed_from=resumed))
@@ -171,39 +183,46 @@ def model_card(learn:Learner,    # a trained learner
         probs, targs = learn.get_preds(dl=learn.dls.valid)[:2] if len(valid) else (torch.zeros(0, learn.dls.c), torch.zeros(0))
     ids = lambda items: int(items.patient_id.nunique()) if hasattr(items, 'patient_id') else None
     seen = [items.patient_id for items in (learn.dls.train.items, valid) if hasattr(items, 'patient_id')]
-    return dict(data=data, classes=learn.config['classes'], positive=learn.config['classes'][-1], patch_size=learn.config['patch_size'],
-                patients=sorted(set(pd.concat(seen).astype(str))) if seen else None,   # whom it learnt from: later studies refuse to test on them
-                field_of_view_mm=learn.config['field_of_view_mm'], n_train=len(learn.dls.train.items), train_patients=ids(learn.dls.train.items),
-                n_valid=len(valid), valid_patients=ids(valid), valid_positives=int((targs == learn.dls.c - 1).sum()),
-                valid_auc=round(auc_or_nan(probs[:, -1].float().numpy(), (targs == learn.dls.c - 1).numpy()), 4) if len(valid) else None,
+    positives = targs == learn.dls.c - 1
+    return dict(data=data, classes=learn.config['classes'], positive=learn.config['classes'][-1],
+                patch_size=learn.config['patch_size'],
+                # whom it learnt from: later studies refuse to test on them
+                patients=sorted(set(pd.concat(seen).astype(str))) if seen else None,
+                field_of_view_mm=learn.config['field_of_view_mm'], n_train=len(learn.dls.train.items),
+                train_patients=ids(learn.dls.train.items),
+                n_valid=len(valid), valid_patients=ids(valid), valid_positives=int(positives.sum()),
+                valid_auc=round(auc_or_nan(probs[:, -1].float().numpy(), positives.numpy()), 4) if len(valid) else None,
                 valid_auc_by_epoch=by_epoch, schedule=learn.config['history'][-1] if learn.config['history'] else None,
                 wall_s=None if wall_s is None else round(wall_s, 1))
 
 # %% ../nbs/08_learner.ipynb #c020
 def stage1(dls,                          # intermediate DataLoaders (whole images or ROIs, their own classes)
            folder,                       # where the stage-1 model folder is saved
-           backbone='resnext50_32x4d', weights='imagenet',
+           backbone=defaults.backbone,   # a name in `BACKBONES`
+           weights='imagenet',           # 'imagenet', None (random, explicitly) or a weights file
            epochs=4,                     # one-cycle epochs with every layer training
            lr=1e-3,                      # the head, and with lr_mult=1 every layer, peaks at lr/2 once unfrozen
            frozen_epochs=0,              # head-only epochs first (measured on screening640: they only cost budget)
-           lr_mult=1,                    # the early body peaks at lr/2/lr_mult (fastai's target default 100 starves it far from ImageNet)
+           lr_mult=1,                    # early body peaks at lr/2/lr_mult (fastai's 100 starves it far from ImageNet)
            balanced=True,                # class-weighted loss (screening sets hold few cancers)
            head='linear',                # a zero-initialised linear head (`roi_model`); `transfer` keeps only the body
            seed=0,
            on_mismatch='error',          # a folder trained for another request: 'error' or 'retrain'
            quiet=False,                  # no progress bars or epoch tables (scripts, logs)
-           data:str=None,                # what the intermediate set is, for the model card (e.g. 'screening640, patient-grouped')
+           data:str=None,                # the intermediate set in words, for the card (e.g. 'screening640')
            **kwargs) -> Path:
     "Stage 1 of d-TL: fine-tune `backbone` on the intermediate task and save it to `folder` with its card; reused for the same request."
     folder = Path(folder)
-    request = dict(stage='intermediate', backbone=get_backbone(backbone).name, weights=weights_id(weights), classes=[str(c) for c in dls.vocab],
-                   epochs=epochs, lr=lr, frozen_epochs=frozen_epochs, lr_mult=lr_mult, balanced=balanced, seed=seed, bs=dls.bs,
+    request = dict(stage='intermediate', backbone=get_backbone(backbone).name, weights=weights_id(weights),
+                   classes=[str(c) for c in dls.vocab], epochs=epochs, lr=lr, frozen_epochs=frozen_epochs,
+                   lr_mult=lr_mult, balanced=balanced, seed=seed, bs=dls.bs,
                    data=data_fingerprint(dls), bf16=str(kwargs.get('bf16', 'auto')), wd=kwargs.get('wd'),
                    **({} if head == 'fastai' else dict(head=head)))   # folders saved before heads were a choice had fastai's
     if reusable(folder, request, on_mismatch): return folder
     t0 = time.time()
     learn = roi_learner(dls, backbone, weights, seed=seed, balanced=balanced, head=head, **kwargs)
-    train = partial(fine_tune, learn, epochs, lr, frozen_epochs, lr_mult, checkpoint_dir=folder / 'checkpoints', seed=seed, request=request)
+    train = partial(fine_tune, learn, epochs, lr, frozen_epochs, lr_mult, checkpoint_dir=folder / 'checkpoints',
+                    seed=seed, request=request)
     if quiet:
         with learn.no_bar(), learn.no_logging(): train()
     else: train()

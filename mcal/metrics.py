@@ -92,7 +92,7 @@ def auc_ci(labels, scores, level=0.95) -> tuple[float, float, float]:
 def delong_paired(labels, scores_a, scores_b,
                   level=0.95  # confidence level of the difference's interval
                  ) -> dict:
-    "DeLong's paired test of two AUCs on the same cases: AUCs, difference, its CI at `level`, z and two-sided p."
+    "DeLong's paired test of two AUCs on the same cases: AUCs, difference, its CI at `level` (within [-1, 1]), z and two-sided p."
     y, ci_z = as_binary(labels), _z(level)
     va10, va01 = placements(y, scores_a)
     vb10, vb01 = placements(y, scores_b)
@@ -104,7 +104,7 @@ def delong_paired(labels, scores_a, scores_b,
     z = (a - b) / np.sqrt(var) if var > 0 else 0.0
     se = np.sqrt(max(var, 0))
     return dict(auc_a=float(a), auc_b=float(b), difference=float(a - b),
-                ci_low=float(a - b - ci_z * se), ci_high=float(a - b + ci_z * se),
+                ci_low=float(max(-1.0, a - b - ci_z * se)), ci_high=float(min(1.0, a - b + ci_z * se)),   # as `auc_ci` stays in [0, 1]
                 level=level, covariance=cov, z=float(z), p=float(2 * stats.norm.sf(abs(z))) if var > 0 else 1.0)
 
 # %% ../nbs/10_metrics.ipynb #c013a

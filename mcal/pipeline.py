@@ -11,7 +11,6 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 from .core import *
-from .roi import DEFAULT_FIELD_OF_VIEW_MM
 from .data import paper_split, check_one_intent
 from .weights import get_backbone
 from .inference import MODEL_FILES
@@ -189,6 +188,7 @@ def _evaluate_study(run:StudyRun, res:dict, split, cams):
 def _train_study(run:StudyRun, backbone, weights, epochs, frozen_epochs, stage1_epochs, intermediate,
                  intermediate_spacing_mm, n_splits, split, lr, bs, seed, device, cams, progress):
     "`run_study`'s training: split, stage 1, the stage-2 ensemble, the results table and the CAMs, into `run`."
+    _check_trainable(run)
     if main_process():                                    # the earlier ensemble's threshold: never paired with new members
         (run.out / 'models' / 'threshold.json').unlink(missing_ok=True)
     train_rois, test_rois = _split_rois(run.ingested.patches, split, seed)
@@ -221,43 +221,53 @@ def _check_trainable(run:StudyRun):
     raise AnnotationError(f'{run.data}: no usable ROI to train on '
                           f'({len(ing.skipped)} of {len(ing.table)} rows skipped{why})')
 
+# %% ../nbs/13_pipeline.ipynb #c020e
+def _study_request(data:Path, field_of_view_mm, size, backbone, weights, epochs, frozen_epochs, stage1_epochs,
+                   intermediate, n_splits, split, lr, bs, seed, train) -> dict:
+    "The settings a run is asked for, an option out of range or an impossible split refused before any work."
+    check_study_options(field_of_view_mm, size, epochs, frozen_epochs, stage1_epochs, n_splits, lr, bs, seed)
+    check_split(split, intermediate, train)
+    return dict(data=str(data), field_of_view_mm=field_of_view_mm, size=size, backbone=get_backbone(backbone).name,
+                weights=str(weights), epochs=epochs, frozen_epochs=frozen_epochs, stage1_epochs=stage1_epochs,
+                n_splits=n_splits, split=split, lr=lr, bs=bs, seed=seed,
+                intermediate=None if intermediate is None else str(intermediate))
+
 # %% ../nbs/13_pipeline.ipynb #c020
 def run_study(data=None,                  # study folder with labels.csv, or the CSV (default: data_samples/)
               out='mcal_report',          # report folder: models/, predictions.csv, results.csv, roc.*, gradcam/
-              field_of_view_mm=DEFAULT_FIELD_OF_VIEW_MM, # patch side in mm
-              size=128,                   # patch side in pixels
-              backbone='tf_efficientnet_lite0', # a name in `BACKBONES`
+              field_of_view_mm:float=defaults.field_of_view_mm, # patch side in mm
+              size:int=defaults.patch_size, # patch side in pixels
+              backbone:str=defaults.backbone, # a name in `BACKBONES`; the paper's resnext50_32x4d needs ImageNet weights (README)
               weights='imagenet',         # 'imagenet', None (random start) or a weights file
-              epochs=12,                  # stage-2 unfrozen epochs
-              frozen_epochs=2,            # stage-2 head-only epochs
-              stage1_epochs=3,            # stage-1 unfrozen epochs
-              intermediate=None,          # intermediate set or stage-1 model folder (`load_intermediate`); None: the study's own whole images
-              intermediate_spacing_mm=None, # pixel spacing of intermediate images that state none (CBIS-DDSM)
-              n_splits=3,                 # stage-2 patient-grouped folds (one member each)
-              split='paper',              # 'paper': a patient-grouped 24 % test set; 'cv': every ROI trains, each is evaluated out of fold
-              lr=1e-3, bs=16, seed=0,
-              device='auto',              # where to train: 'auto' (CUDA when present), 'cpu', 'cuda' or 'cuda:N'
-              train=True,                 # False: only ingest
-              cams=True,                  # write Grad-CAM overlays of the test ROIs
-              progress=True) -> StudyRun:
+              epochs:int=12,              # stage-2 unfrozen epochs
+              frozen_epochs:int=2,        # stage-2 head-only epochs
+              stage1_epochs:int=3,        # stage-1 unfrozen epochs on the intermediate set
+              # intermediate set (study CSV/folder, mini-MIAS, CBIS-DDSM, class folders) or stage-1 model folder;
+              # default: the study's own whole images
+              intermediate:str=None,
+              intermediate_spacing_mm:float=None, # pixel spacing of intermediate images that state none (CBIS-DDSM's DICOMs)
+              n_splits:int=3,             # stage-2 patient-grouped folds (one member each)
+              # 'paper': a held-out patient-grouped 24 % test set; 'cv': every ROI trains and is evaluated out of fold
+              split:str='paper',
+              lr:float=1e-3,              # stage-2 peak learning rate (stage 1: twice this)
+              bs:int=16,                  # batch size
+              seed:int=0,                 # split, folds and training seed
+              device:str='auto',          # where to train: auto (CUDA when present), cpu, cuda or cuda:N
+              train:bool=True,            # False: only ingest
+              cams:bool=True,             # write Grad-CAM overlays of the test ROIs
+              progress:bool=True) -> StudyRun:
     "The whole method on a study: ingest, split, stage 1, stage-2 ensemble, metrics against the reader, Grad-CAM."
     t0 = time.time()
     given = data or default_study()
     data = study_csv(given)
-    check_study_options(field_of_view_mm, size, epochs, frozen_epochs, stage1_epochs, n_splits, lr, bs, seed)
-    check_split(split, intermediate, train)
+    request = _study_request(data, field_of_view_mm, size, backbone, weights, epochs, frozen_epochs, stage1_epochs,
+                             intermediate, n_splits, split, lr, bs, seed, train)
     out = check_output(out, 'train', inputs=[given, intermediate])      # never a user's folder, nor an input (file or folder)
-    request = dict(data=str(data), field_of_view_mm=field_of_view_mm, size=size, backbone=get_backbone(backbone).name,
-                   weights=str(weights), epochs=epochs, frozen_epochs=frozen_epochs, stage1_epochs=stage1_epochs,
-                   n_splits=n_splits, split=split, lr=lr, bs=bs, seed=seed,
-                   intermediate=None if intermediate is None else str(intermediate))
     progress = progress and main_process()                    # under torchrun, rank 0 alone reports
     resolve_device(device)                                   # a GPU asked for but absent fails now, not after ingest
     with OutputFolder(out, 'train', [given, intermediate]) if main_process() else nullcontext():
         run = _ingest_study(out, data, request, device, progress)
-        if train:
-            _check_trainable(run)
-            _train_study(run, backbone, weights, epochs, frozen_epochs, stage1_epochs, intermediate,
-                         intermediate_spacing_mm, n_splits, split, lr, bs, seed, device, cams, progress)
+        if train: _train_study(run, backbone, weights, epochs, frozen_epochs, stage1_epochs, intermediate,
+                               intermediate_spacing_mm, n_splits, split, lr, bs, seed, device, cams, progress)
     run.seconds = time.time() - t0
     return run

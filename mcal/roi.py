@@ -14,12 +14,7 @@ from .core import *
 from .dicom import Mammogram, read_mammogram, is_dicom
 
 # %% auto #0
-__all__ = ['DEFAULT_FIELD_OF_VIEW_MM', 'DEFAULT_PATCH_SIZE', 'Circle', 'Box', 'Mask', 'Patch', 'extract_patch', 'show_patches',
-           'read_mask', 'roi_from_row']
-
-# %% ../nbs/02_roi.ipynb #c005
-DEFAULT_FIELD_OF_VIEW_MM = 25.6
-DEFAULT_PATCH_SIZE = 224
+__all__ = ['Circle', 'Box', 'Mask', 'Patch', 'resample', 'extract_patch', 'show_patches', 'read_mask', 'roi_from_row']
 
 # %% ../nbs/02_roi.ipynb #c007
 @dataclass(frozen=True)
@@ -96,7 +91,11 @@ def show(self:Patch, ax=None, title=None):
     return ax
 
 # %% ../nbs/02_roi.ipynb #c012
-def _resize(a:np.ndarray, size:int, mode='bilinear') -> np.ndarray:
+def resample(a:np.ndarray,      # a 2-D array: an image in [0, 1], or a mask as 0/1
+             size:int,          # the side of the square output, in pixels
+             mode='bilinear'    # 'bilinear', antialiased (images), or 'area' (masks: each output pixel's lesion share)
+            ) -> np.ndarray:
+    "`a` resampled to `size` × `size` pixels, as float32."
     t = torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32))[None, None]
     if mode == 'area': out = F.interpolate(t, size=(size, size), mode='area')
     else: out = F.interpolate(t, size=(size, size), mode='bilinear', antialias=True, align_corners=False)
@@ -143,7 +142,7 @@ def _cut_window(image:np.ndarray, x0:int, y0:int, side:int) -> tuple:
 def _patch_mask(lesion:np.ndarray, size:int) -> np.ndarray:
     "The lesion mask at `size`: where half a patch pixel is lesion, or the one pixel a smaller lesion falls in."
     if lesion.shape[0] == size: return lesion
-    area = _resize(lesion, size, 'area')
+    area = resample(lesion, size, 'area')
     mask = area >= 0.5
     if lesion.any() and not mask.any():   # lesion smaller than a patch pixel: mark where it falls
         mask[np.unravel_index(np.argmax(area), mask.shape)] = True
@@ -152,8 +151,8 @@ def _patch_mask(lesion:np.ndarray, size:int) -> np.ndarray:
 # %% ../nbs/02_roi.ipynb #c013
 def extract_patch(m:Mammogram,                  # the mammogram
                   roi,                          # a `Circle`, `Box` or `Mask` in source pixels
-                  field_of_view_mm:float=DEFAULT_FIELD_OF_VIEW_MM, # side of the square patch, in mm
-                  size:int=DEFAULT_PATCH_SIZE,  # output side in pixels (the model's input size)
+                  field_of_view_mm:float=defaults.field_of_view_mm, # side of the square patch, in mm
+                  size:int=defaults.patch_size, # output side in pixels (the model's input size)
                   pixel_spacing_mm=None,        # overrides the mammogram's spacing
                   lesion_scale:float|None=None, # ablation: side = this × lesion extent instead of a fixed mm
                   offset_mm=(0., 0.)            # (dx, dy): the patch centre's shift from the ROI centre, in mm
@@ -166,7 +165,7 @@ def extract_patch(m:Mammogram,                  # the mammogram
     x0, y0 = int(round(cx - (side - 1) / 2)), int(round(cy - (side - 1) / 2))
     window, inside = _cut_window(m.image, x0, y0, side)
     lesion = roi.render(x0, y0, side, side)
-    image = np.clip(_resize(window, size), 0, 1) if side != size else window
+    image = np.clip(resample(window, size), 0, 1) if side != size else window
     return Patch(image=image.astype(np.float32), mask=_patch_mask(lesion, size), centre_xy=(cx, cy),
                  field_of_view_mm=float(field_of_view_mm), mm_per_pixel=float(field_of_view_mm) / size,
                  padded_fraction=1 - inside / side ** 2,

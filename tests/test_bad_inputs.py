@@ -51,9 +51,9 @@ def test_unsupported_transfer_syntax(tmp_path, pixels):
 
 
 def test_missing_plugin_is_named():
-    from mcal.dicom import _decoder_hint
-    assert 'pylibjpeg-libjpeg' in _decoder_hint(uid.JPEGLSLossless)
-    assert 'pylibjpeg-openjpeg' in _decoder_hint(uid.JPEG2000Lossless)
+    from mcal.dicom import decoder_hint
+    assert 'pylibjpeg-libjpeg' in decoder_hint(uid.JPEGLSLossless)
+    assert 'pylibjpeg-openjpeg' in decoder_hint(uid.JPEG2000Lossless)
 
 
 def test_constant_image(tmp_path):

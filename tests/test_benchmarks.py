@@ -57,6 +57,8 @@ def test_dtl_mias_quick(dtl_quick):
     assert {'geometry (log radius)', 'tf_efficientnet_lite0/dtl-screening640'} <= set(calc.index)
     assert calc.loc['tf_efficientnet_lite0/dtl-screening640', 'n'] == 25
     assert 'p_vs_imagenet_only' in calc and pd.notna(calc.loc['tf_efficientnet_lite0/dtl-screening640', 'p_vs_imagenet_only'])
+    assert calc.loc['top-hat forest (mcal.radiomics)', 'n'] == 25        # the model-free baseline, on the same folds
+    assert pd.notna(calc.loc['tf_efficientnet_lite0/dtl-screening640', 'p_vs_forest'])
 
 
 @pytest.mark.data
@@ -120,3 +122,6 @@ def test_stage1_plain_quick(work, tmp_path):
     assert ((out.ci_low <= out.auc) & (out.auc <= out.ci_high)).all() and (out.epoch_s > 0).all() and (out.epochs == 1).all()
     assert pd.notna(out.loc['plain loop', 'auc_difference'])         # the paired DeLong difference from stage1()'s defaults
     assert out.loc['plain loop', 'compared_with'] == 'stage1() defaults'
+    assert (out.epoch_transforms_s >= 0).all() and (out.epoch_load_s >= 0).all()   # transforms timed apart from loading
+    out = pd.read_csv(tmp_path / 'stage1_loop_check_quick.csv')   # the same batches stepped by fastai's fit and a bare loop
+    assert list(out.loop) == ['bare loop', "fastai's fit"] * 2 and (out.batches == 2).all() and (out.median_step_s > 0).all()
